@@ -1,0 +1,207 @@
+"""GGUF files of the llama architecture, read with the `gguf` package.
+
+Tensor types F32, F16, BF16, Q8_0, Q4_0, TQ1_0 and TQ2_0 are dequantized to float32 by gguf-py's
+reference `gguf.quants.dequantize`; any other type is rejected by tensor name. llama.cpp's converter
+permutes q/k rows into adjacent-pair RoPE order; they are permuted back to the canonical rotate-half
+order here. The vocabulary embedded in the file becomes the tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ConfigError, CorruptCheckpointError, EdgekitError, TokenizerError, UnsupportedModelError
+from edgekit.model.config import ModelConfig, RopeConfig
+from edgekit.model.loaders.common import interleaved_to_half
+from edgekit.model.model import Model
+from edgekit.model.tokenizer import Tokenizer, build_gpt2_bpe_tokenizer, build_spm_bpe_tokenizer
+
+GGUF_MAGIC = b"GGUF"
+GGUF_ARCHITECTURES = ("llama",)
+GGUF_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "TQ1_0", "TQ2_0")
+
+_GLOBAL = {"token_embd.weight": "tok_embeddings", "output_norm.weight": "norm", "output.weight": "output",
+           "rope_freqs.weight": "rope_freqs"}
+_LAYER = {"attn_norm.weight": "attn_norm", "attn_q.weight": "wq", "attn_k.weight": "wk", "attn_v.weight": "wv",
+          "attn_output.weight": "wo", "attn_q.bias": "bq", "attn_k.bias": "bk", "attn_v.bias": "bv",
+          "attn_output.bias": "bo", "ffn_norm.weight": "ffn_norm", "ffn_gate.weight": "w1",
+          "ffn_up.weight": "w3", "ffn_down.weight": "w2"}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def is_gguf(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+
+
+def load_gguf(path: Path) -> Model:
+    reader = _open(path)
+    fields = _fields(reader, path)
+    arch = fields.get("general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise UnsupportedModelError(f"GGUF architecture {arch!r} is not supported; supported: {GGUF_ARCHITECTURES}",
+                                    path=path)
+    tensors = _tensors(reader, path)
+    config = _config(fields, tensors, path)
+    for name, n in (("wq", config.n_heads), ("wk", config.n_kv_heads), ("bq", config.n_heads),
+                    ("bk", config.n_kv_heads)):
+        for i in range(config.n_layers):
+            key = f"layers.{i}.{name}"
+            if key in tensors:
+                tensors[key] = _unpermute(tensors[key], n, key, path)
+    tokenizer = _tokenizer(fields, path)
+    return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="gguf",
+                 metadata={"gguf.tensor_types": ",".join(sorted({t.tensor_type.name for t in reader.tensors}))})
+
+
+def _open(path: Path):
+    from gguf import GGUFReader
+
+    _check_header(path)
+    try:
+        return GGUFReader(path, "r")
+    except Exception as exc:  # gguf-py raises ValueError, struct/numpy errors and more on damaged files
+        raise CorruptCheckpointError(f"not a readable GGUF file ({type(exc).__name__}: {exc})", path=path,
+                                     fix="re-download or re-convert the file") from None
+
+
+def _check_header(path: Path) -> None:
+    """Reject headers whose counts cannot fit in the file before gguf-py tries to allocate them."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        raise CorruptCheckpointError("file is too short or lacks the GGUF magic", path=path)
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
+    if version not in (2, 3):
+        raise UnsupportedModelError(f"GGUF version {version} is not supported (2 or 3)", path=path)
+    # Every tensor info takes at least 8+4+8+4+8 bytes and every key-value at least 8+1+4+1.
+    if n_tensors * 32 + n_kv * 14 > size:
+        raise CorruptCheckpointError(f"header claims {n_tensors} tensors and {n_kv} metadata entries, more "
+                                     f"than a {size}-byte file can hold", path=path)
+
+
+def _fields(reader, path: Path) -> dict[str, Any]:
+    out = {}
+    try:
+        for key, field in reader.fields.items():
+            out[key] = field.contents()
+    except Exception as exc:
+        raise CorruptCheckpointError(f"unreadable metadata ({type(exc).__name__}: {exc})", path=path) from None
+    return out
+
+
+def _tensors(reader, path: Path) -> dict[str, np.ndarray]:
+    from gguf import quants
+
+    tensors = {}
+    for t in reader.tensors:
+        name = _canonical(t.name)
+        if name is None:
+            raise UnsupportedModelError(f"unexpected tensor {t.name!r} for the llama architecture", path=path)
+        if t.tensor_type.name not in GGUF_TENSOR_TYPES:
+            raise UnsupportedModelError(f"tensor {t.name!r} has type {t.tensor_type.name}; supported: "
+                                        f"{GGUF_TENSOR_TYPES}", path=path,
+                                        fix="re-quantize with one of the supported types")
+        try:
+            array = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+            shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
+            tensors[name] = array.reshape(shape) if len(shape) > 1 else array.reshape(-1)
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise CorruptCheckpointError(f"tensor {t.name!r} cannot be read ({type(exc).__name__}: {exc})",
+                                         path=path) from None
+    return tensors
+
+
+def _canonical(name: str) -> str | None:
+    if name in _GLOBAL:
+        return _GLOBAL[name]
+    match = _BLOCK_RE.match(name)
+    if match and match.group(2) in _LAYER:
+        return f"layers.{int(match.group(1))}.{_LAYER[match.group(2)]}"
+    return None
+
+
+def _unpermute(weight: np.ndarray, n_heads: int, name: str, path: Path) -> np.ndarray:
+    if weight.shape[0] % (2 * n_heads):
+        raise CorruptCheckpointError(f"tensor {name!r} has {weight.shape[0]} rows, not a multiple of "
+                                     f"2 x {n_heads} heads", path=path)
+    return interleaved_to_half(weight, n_heads)
+
+
+def _int(fields: dict, key: str, path: Path, default: int | None = None) -> int:
+    value = fields.get(key, default)
+    if isinstance(value, (list, np.ndarray)):  # per-layer arrays are only supported when uniform
+        values = set(int(v) for v in value)
+        if len(values) != 1:
+            raise UnsupportedModelError(f"per-layer values for {key!r} are not supported", path=path)
+        value = values.pop()
+    if value is None:
+        raise ConfigError(f"GGUF metadata has no {key!r}", path=path)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"GGUF metadata {key!r} = {value!r} is not an integer", path=path) from None
+
+
+def _config(fields: dict, tensors: dict[str, np.ndarray], path: Path) -> ModelConfig:
+    a = "llama."
+    dim = _int(fields, a + "embedding_length", path)
+    n_heads = _int(fields, a + "attention.head_count", path)
+    head_dim = _int(fields, a + "attention.key_length", path, dim // max(n_heads, 1))
+    vocab = len(fields.get("tokenizer.ggml.tokens") or []) or _int(fields, a + "vocab_size", path)
+    rope_kind = fields.get(a + "rope.scaling.type", "none")
+    if rope_kind not in ("none", "linear"):
+        raise UnsupportedModelError(f"GGUF rope scaling {rope_kind!r} is not supported", path=path)
+    rope = RopeConfig(theta=float(fields.get(a + "rope.freq_base", 10000.0)),
+                      scaling="linear" if rope_kind == "linear" else "default",
+                      factor=float(fields.get(a + "rope.scaling.factor", 1.0)))
+    try:
+        return ModelConfig(
+            architecture="llama", dim=dim, hidden_dim=_int(fields, a + "feed_forward_length", path),
+            n_layers=_int(fields, a + "block_count", path), n_heads=n_heads,
+            n_kv_heads=_int(fields, a + "attention.head_count_kv", path, n_heads), vocab_size=vocab,
+            max_seq_len=_int(fields, a + "context_length", path, 2048), head_dim=head_dim,
+            norm_eps=float(fields.get(a + "attention.layer_norm_rms_epsilon", 1e-5)), rope=rope,
+            tie_embeddings="output" not in tensors, qkv_bias="layers.0.bq" in tensors,
+            o_bias="layers.0.bo" in tensors)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), path=path) from None
+
+
+def _tokenizer(fields: dict, path: Path) -> Tokenizer:
+    kind = fields.get("tokenizer.ggml.model")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if not tokens:
+        raise TokenizerError("the GGUF file embeds no vocabulary (tokenizer.ggml.tokens)", path=path)
+    types = fields.get("tokenizer.ggml.token_type")
+    bos = fields.get("tokenizer.ggml.bos_token_id")
+    eos = fields.get("tokenizer.ggml.eos_token_id")
+    eos_ids = [int(eos)] if eos is not None else []
+    add_bos = bool(fields.get("tokenizer.ggml.add_bos_token", kind == "llama"))
+    common = dict(bos_id=int(bos) if bos is not None else None, eos_ids=eos_ids, add_bos=add_bos, source=str(path))
+    if kind == "llama":
+        scores = fields.get("tokenizer.ggml.scores")
+        if scores is None:
+            raise TokenizerError("a 'llama' (sentencepiece) vocabulary needs tokenizer.ggml.scores", path=path)
+        unk = fields.get("tokenizer.ggml.unknown_token_id")
+        return build_spm_bpe_tokenizer(list(tokens), [float(s) for s in scores], list(types) if types else None,
+                                       unk_id=int(unk) if unk is not None else None,
+                                       add_space_prefix=bool(fields.get("tokenizer.ggml.add_space_prefix", True)),
+                                       **common)
+    if kind == "gpt2":
+        merges = fields.get("tokenizer.ggml.merges")
+        if not merges:
+            raise TokenizerError("a 'gpt2' (BPE) vocabulary needs tokenizer.ggml.merges", path=path)
+        return build_gpt2_bpe_tokenizer(list(tokens), list(merges), list(types) if types else None,
+                                        pre=str(fields.get("tokenizer.ggml.pre", "default")), **common)
+    raise TokenizerError(f"GGUF tokenizer model {kind!r} is not supported (llama, gpt2)", path=path)

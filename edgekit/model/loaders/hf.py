@@ -1,0 +1,255 @@
+"""Hugging Face checkpoint directories: config.json + (sharded) safetensors + tokenizer.
+
+Supported `model_type`s: llama (Llama 2/3, SmolLM, TinyLlama), qwen2, qwen3 and bitnet (float weights;
+see `_reject_unsupported`). Tensors may be F32, F16 or BF16; all become float32.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import (ConfigError, CorruptCheckpointError, ModelNotFoundError, ShapeMismatchError,
+                            UnsupportedModelError)
+from edgekit.model.config import ModelConfig, RopeConfig
+from edgekit.model.loaders.common import read_json, require_file
+from edgekit.model.model import Model
+from edgekit.model.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_json
+
+HF_MODEL_TYPES = ("llama", "qwen2", "qwen3", "bitnet")
+
+_LAYER_TENSORS = {
+    "input_layernorm.weight": "attn_norm",
+    "self_attn.q_proj.weight": "wq", "self_attn.k_proj.weight": "wk", "self_attn.v_proj.weight": "wv",
+    "self_attn.o_proj.weight": "wo",
+    "self_attn.q_proj.bias": "bq", "self_attn.k_proj.bias": "bk", "self_attn.v_proj.bias": "bv",
+    "self_attn.o_proj.bias": "bo",
+    "self_attn.q_norm.weight": "q_norm", "self_attn.k_norm.weight": "k_norm",
+    "self_attn.attn_sub_norm.weight": "attn_sub_norm",
+    "post_attention_layernorm.weight": "ffn_norm",
+    "mlp.gate_proj.weight": "w1", "mlp.up_proj.weight": "w3", "mlp.down_proj.weight": "w2",
+    "mlp.ffn_sub_norm.weight": "ffn_sub_norm",
+}
+_GLOBAL_TENSORS = {"model.embed_tokens.weight": "tok_embeddings", "model.norm.weight": "norm",
+                   "lm_head.weight": "output"}
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_IGNORED = re.compile(r"rotary_emb\.inv_freq$")
+
+
+def is_hf_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def load_hf(path: Path) -> Model:
+    raw = read_json(path / "config.json")
+    config = parse_hf_config(raw, path / "config.json")
+    tensors = _read_tensors(path, config)
+    tokenizer = _load_tokenizer(path, raw)
+    return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="hf")
+
+
+def _get(raw: dict, key: str, kind: type | tuple, source: Path, default: Any = ...) -> Any:
+    if key not in raw or raw[key] is None:
+        if default is ...:
+            raise ConfigError(f"config.json has no {key!r}", path=source,
+                              fix="use the config.json that came with the checkpoint")
+        return default
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"config field {key!r} = {value!r} has the wrong type", path=source)
+    return value
+
+
+def _rope(raw: dict, source: Path) -> RopeConfig:
+    """transformers 5 `rope_parameters` or the older `rope_theta` + `rope_scaling`."""
+    params = raw.get("rope_parameters") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"rope_parameters must be an object, got {params!r}", path=source)
+    scaling = raw.get("rope_scaling") or {}
+    if not isinstance(scaling, dict):
+        raise ConfigError(f"rope_scaling must be an object, got {scaling!r}", path=source)
+    merged = {**scaling, **params}
+    theta = merged.get("rope_theta", raw.get("rope_theta", 10000.0))
+    kind = merged.get("rope_type", merged.get("type", "default"))
+    if kind not in ("default", "linear", "llama3"):
+        raise UnsupportedModelError(f"rope type {kind!r} is not supported (supported: default, linear, llama3)",
+                                    path=source)
+    try:
+        return RopeConfig(theta=float(theta), scaling=kind, factor=float(merged.get("factor", 1.0)),
+                          low_freq_factor=float(merged.get("low_freq_factor", 1.0)),
+                          high_freq_factor=float(merged.get("high_freq_factor", 4.0)),
+                          original_max_position=int(merged.get("original_max_position_embeddings", 8192)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad rope parameters {merged!r}: {exc}", path=source) from None
+
+
+def parse_hf_config(raw: dict, source: Path) -> ModelConfig:
+    model_type = raw.get("model_type")
+    if model_type not in HF_MODEL_TYPES:
+        raise UnsupportedModelError(f"model_type {model_type!r} is not supported; supported: {HF_MODEL_TYPES}",
+                                    path=source)
+    _reject_unsupported(raw, model_type, source)
+    n_heads = _get(raw, "num_attention_heads", int, source)
+    bias = bool(raw.get("attention_bias", False))
+    default_act = "relu2" if model_type == "bitnet" else "silu"
+    act = raw.get("hidden_act", default_act)
+    if act not in ("silu", "relu2"):
+        raise UnsupportedModelError(f"hidden_act {act!r} is not supported (silu, relu2)", path=source)
+    try:
+        return ModelConfig(
+            architecture=model_type,
+            dim=_get(raw, "hidden_size", int, source),
+            hidden_dim=_get(raw, "intermediate_size", int, source),
+            n_layers=_get(raw, "num_hidden_layers", int, source),
+            n_heads=n_heads,
+            n_kv_heads=_get(raw, "num_key_value_heads", int, source, n_heads),
+            vocab_size=_get(raw, "vocab_size", int, source),
+            max_seq_len=_get(raw, "max_position_embeddings", int, source, 2048),
+            head_dim=_get(raw, "head_dim", int, source, 0),
+            norm_eps=float(_get(raw, "rms_norm_eps", (int, float), source, 1e-6)),
+            rope=_rope(raw, source),
+            tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            qkv_bias=True if model_type == "qwen2" else bias,
+            o_bias=False if model_type == "qwen2" else bias,
+            qk_norm=model_type == "qwen3",
+            sub_norms=model_type == "bitnet",
+            activation=act,
+        )
+    except ConfigError as exc:
+        raise ConfigError(str(exc), path=source) from None
+
+
+def _reject_unsupported(raw: dict, model_type: str, source: Path) -> None:
+    if raw.get("mlp_bias"):
+        raise UnsupportedModelError("mlp_bias=true is not supported", path=source)
+    if raw.get("use_sliding_window"):
+        raise UnsupportedModelError("sliding-window attention (use_sliding_window=true) is not supported",
+                                    path=source)
+    if raw.get("partial_rotary_factor", 1.0) != 1.0:
+        raise UnsupportedModelError("partial_rotary_factor other than 1.0 is not supported", path=source)
+    if raw.get("quantization_config"):
+        method = raw["quantization_config"].get("quant_method") if isinstance(raw["quantization_config"], dict) \
+            else raw["quantization_config"]
+        raise UnsupportedModelError(
+            f"pre-quantized Hugging Face checkpoints (quantization_config {method!r}) are not loaded yet",
+            path=source, fix="use the float (bf16/f16/f32) release of the model, or its GGUF")
+
+
+def _shard_files(path: Path) -> list[Path]:
+    single = path / "model.safetensors"
+    index = path / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CorruptCheckpointError("index has no 'weight_map' object", path=index)
+        files = sorted({str(v) for v in weight_map.values()})
+        for name in files:
+            require_file(path / name, f"shard {name!r} listed in model.safetensors.index.json")
+        return [path / name for name in files]
+    raise ModelNotFoundError("no model.safetensors or model.safetensors.index.json in the directory", path=path,
+                             fix="download the safetensors weights (pytorch .bin weights are not read)")
+
+
+def _read_tensors(path: Path, config: ModelConfig) -> dict[str, np.ndarray]:
+    tensors: dict[str, np.ndarray] = {}
+    for shard in _shard_files(path):
+        for hf_name, array in read_safetensors(shard).items():
+            name = canonical_name(hf_name)
+            if name is None:
+                if _IGNORED.search(hf_name):
+                    continue
+                raise ShapeMismatchError(f"unexpected tensor {hf_name!r} for model_type {config.architecture}",
+                                         path=shard)
+            if name in tensors:
+                raise CorruptCheckpointError(f"tensor {hf_name!r} appears in more than one shard", path=shard)
+            tensors[name] = array
+    if config.tie_embeddings:
+        tensors.pop("output", None)  # some tied checkpoints store lm_head anyway
+    return tensors
+
+
+def canonical_name(hf_name: str) -> str | None:
+    if hf_name in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[hf_name]
+    match = _LAYER_RE.match(hf_name)
+    if match and match.group(2) in _LAYER_TENSORS:
+        return f"layers.{int(match.group(1))}.{_LAYER_TENSORS[match.group(2)]}"
+    return None
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as float32 (F32/F16 via safetensors; BF16 widened by a shift).
+
+    safetensors' numpy API cannot return bfloat16, so BF16 tensors are read as uint16 at the offsets
+    given in the file's own JSON header and widened: a bf16 value is the top half of a float32.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+            bad = {n: d for n, d in dtypes.items() if d not in _SAFETENSORS_DTYPES}
+            if bad:
+                name, dtype = next(iter(bad.items()))
+                raise UnsupportedModelError(f"tensor {name!r} has dtype {dtype}; supported: "
+                                            f"{sorted(_SAFETENSORS_DTYPES)}", path=path)
+            out = {n: handle.get_tensor(n).astype(np.float32) for n, d in dtypes.items() if d != "BF16"}
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # safetensors raises SafetensorError / OSError / others on damaged files
+        raise CorruptCheckpointError(f"not a readable safetensors file ({exc})", path=path,
+                                     fix="re-download the file") from None
+    bf16 = [n for n, d in dtypes.items() if d == "BF16"]
+    if bf16:
+        out.update(_read_bf16(path, bf16))
+    return out
+
+
+def _read_bf16(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+    out = {}
+    for name in names:
+        start, end = header[name]["data_offsets"]
+        bits = np.frombuffer(data[start:end].tobytes(), dtype="<u2").astype(np.uint32) << 16
+        out[name] = bits.view(np.float32).reshape(header[name]["shape"])
+    return out
+
+
+def _token_id(value: Any) -> list[int]:
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []
+
+
+def _load_tokenizer(path: Path, raw: dict) -> Tokenizer:
+    gen = read_json(path / "generation_config.json") if (path / "generation_config.json").is_file() else {}
+    tok_cfg = read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    bos = (_token_id(gen.get("bos_token_id")) or _token_id(raw.get("bos_token_id")) or [None])[0]
+    eos = _token_id(gen.get("eos_token_id")) or _token_id(raw.get("eos_token_id"))
+    add_bos = tok_cfg.get("add_bos_token") if isinstance(tok_cfg.get("add_bos_token"), bool) else None
+    if (path / "tokenizer.json").is_file():
+        tok = load_tokenizer_json(path / "tokenizer.json", bos_id=bos, eos_ids=eos, add_bos=add_bos)
+    elif (path / "tokenizer.model").is_file():
+        tok = SentencePieceTokenizer(path / "tokenizer.model", bos_id=bos, eos_ids=eos,
+                                     add_bos=True if add_bos is None else add_bos)
+    else:
+        raise ModelNotFoundError("no tokenizer.json or tokenizer.model in the checkpoint directory", path=path,
+                                 fix="copy the tokenizer files from the model's release into the directory")
+    return tok
