@@ -93,8 +93,8 @@ class SentencePieceTokenizer(Tokenizer):
 
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except (OSError, RuntimeError) as exc:
-            raise TokenizerError(f"not a readable sentencepiece model ({exc})", path=path,
+        except Exception as exc:  # OSError, RuntimeError or UnicodeDecodeError, depending on the damage
+            raise TokenizerError(f"not a readable sentencepiece model ({type(exc).__name__}: {exc})", path=path,
                                  fix="pass the tokenizer.model that came with the checkpoint") from None
         bos = bos_id if bos_id is not None else (self.sp.bos_id() if self.sp.bos_id() >= 0 else None)
         eos = tuple(eos_ids) or ((self.sp.eos_id(),) if self.sp.eos_id() >= 0 else ())
