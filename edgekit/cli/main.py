@@ -14,17 +14,18 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import edgekit
 from edgekit.errors import EdgekitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekit: ternary and low-bit LLM inference for CPUs, phones, FPGAs and cloud-edge serving.")
 console = Console()
 err_console = Console(stderr=True)
 
-MODEL_ARG = typer.Argument(..., help="Checkpoint: HF directory, .gguf file, or llama2.c / bitllama2.c .bin file.")
+MODEL_ARG = typer.Argument(..., metavar="MODEL", help="Checkpoint: HF directory, .gguf file, or llama2.c / bitllama2.c .bin file.")
 TOKENIZER_OPT = typer.Option(None, "--tokenizer", help="llama2.c tokenizer.bin (default: tok<vocab>.bin or "
                                                        "tokenizer.bin next to the checkpoint or one folder up).")
 BIT_ORDER_OPT = typer.Option(None, "--bit-order", help="bitllama2.c weight order in each byte: lsbfirst or "
@@ -135,28 +136,16 @@ def eval_(model: Path = MODEL_ARG,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point with the single error boundary."""
+    """Entry point with the single error boundary; click itself handles --help and usage errors (exit 2)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except EdgekitError as exc:
         if os.environ.get("EDGEKIT_DEBUG") == "1":
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         if exc.fix:
-            err_console.print(f"[yellow]fix:[/yellow] {exc.fix}", highlight=False)
+            err_console.print(f"[yellow]fix:[/yellow] {escape(exc.fix)}", highlight=False)
         return 1
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
-        return 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 

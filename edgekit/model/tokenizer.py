@@ -34,7 +34,8 @@ class Tokenizer:
     """Text <-> token ids, with the model's BOS/EOS ids.
 
     `encode(text)` prepends BOS when the tokenizer's convention does (`add_bos`); pass `add_bos`
-    to override. `decode(ids)` drops BOS/EOS and other control tokens.
+    to override. `decode(ids)` drops BOS/EOS and other control tokens. `eos_ids` are all the ids that
+    end generation (the first is the EOS proper).
     """
 
     def __init__(self, *, vocab_size: int, bos_id: int | None, eos_ids: Sequence[int], add_bos: bool,

@@ -217,7 +217,8 @@ def load_llama2c_tokenizer(path: Path) -> HFTokenizer:
     """llama2.c `tokenizer.bin`: int32 max_token_length, then per token float32 score, int32 length, bytes.
 
     llama2.c writes sentencepiece's `▁` as a plain space; it is mapped back so the vocabulary is a
-    sentencepiece BPE vocabulary again. BOS is 1 and EOS is 2 (llama2.c's fixed ids).
+    sentencepiece BPE vocabulary again. BOS is 1 and EOS is 2 (llama2.c's fixed ids); llama2.c models
+    end a story by emitting BOS, so generation stops at either (as llama2.c's run.c does).
     """
     data = path.read_bytes()
     if len(data) < 4:
@@ -245,4 +246,4 @@ def load_llama2c_tokenizer(path: Path) -> HFTokenizer:
     if len(pieces) < 3:
         raise TokenizerError(f"only {len(pieces)} tokens; a llama2.c tokenizer has <unk>, <s>, </s> and more",
                              path=path)
-    return build_spm_bpe_tokenizer(pieces, scores, None, bos_id=1, eos_ids=(2,), unk_id=0, source=str(path))
+    return build_spm_bpe_tokenizer(pieces, scores, None, bos_id=1, eos_ids=(2, 1), unk_id=0, source=str(path))

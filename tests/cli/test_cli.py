@@ -1,0 +1,85 @@
+"""The `edgekit` command line, run as a user would: a subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import edgekit
+
+
+def edgekit_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def test_version():
+    result = edgekit_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"edgekit {edgekit.__version__}"
+
+
+def test_inspect_table_and_json(models):
+    result = edgekit_cli("inspect", models / "stories260K.gguf")
+    assert result.returncode == 0, result.stderr
+    assert "layers.4.w2" in result.stdout and "64x172" in result.stdout
+    info = json.loads(edgekit_cli("inspect", models / "stories260K_hf", "--json").stdout)
+    assert info["architecture"] == "llama" and info["format"] == "hf"
+    assert info["parameters"] == 64 * 512 + 64 + 5 * (2 * 64 + 64 * 64 * 2 + 2 * 64 * 32 + 3 * 64 * 172)
+    shapes = {t["name"]: t["shape"] for t in info["tensors"]}
+    assert shapes["layers.0.wk"] == [32, 64] and shapes["tok_embeddings"] == [512, 64]
+
+
+def test_run_streams_the_documented_story_and_reports_speed(models):
+    result = edgekit_cli("run", models / "stories260K.bin", "--max-tokens", "30")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time, there was a little girl named Lily.")
+    assert "prefill" in result.stderr and "decode 30 tokens" in result.stderr and "tok/s" in result.stderr
+
+
+def test_run_with_prompt_and_sampling_options(models):
+    args = ("run", models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin", "--prompt", "Tom had a dog",
+            "-n", "20", "--temperature", "0.8", "--top-p", "0.9", "--top-k", "40", "--seed", "5")
+    first, second = edgekit_cli(*args), edgekit_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("Tom had a dog") and first.stdout == second.stdout
+
+
+def test_eval_reproduces_the_documented_perplexity(models, tinystories):
+    result = edgekit_cli("eval", models / "stories260K.bin", "--text", tinystories, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["tokens"] == 51532 and report["documents"] == 156
+    assert abs(report["perplexity"] - 3.374) / 3.374 < 0.01
+    assert abs(report["mean_nll"] - 1.2162) < 1e-3
+
+
+def test_eval_table(models, tinystories):
+    result = edgekit_cli("eval", models / "stories260K.gguf", "--text", tinystories, "--context", "512",
+                         "--max-documents", "20")
+    assert result.returncode == 0, result.stderr
+    assert "6,453" in result.stdout and "1.1924" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "/no/such/model.gguf"), "no such file or directory"),
+    (("run", "{models}/stories260K.bin", "--top-p", "2"), "top_p must be in (0, 1]"),
+    (("eval", "{models}/stories260K.bin", "--text", "/no/such.txt"), "text file not found"),
+    (("inspect", "{models}/tok512.model"), "not a checkpoint"),
+])
+def test_errors_are_one_line_with_exit_1_and_no_traceback(models, args, message):
+    result = edgekit_cli(*(a.format(models=models) for a in args))
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_debug_env_shows_the_traceback(models):
+    result = edgekit_cli("run", "/no/such/model.gguf", env={"EDGEKIT_DEBUG": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ModelNotFoundError" in result.stderr
+
+
+def test_usage_errors_exit_2():
+    assert edgekit_cli("run").returncode == 2
