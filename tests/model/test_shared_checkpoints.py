@@ -90,7 +90,7 @@ def test_tokenizers_of_all_forms_agree_with_sentencepiece(stories_forms, models,
 def test_llama_cpp_runs_the_gguf_to_the_same_greedy_tokens(stories_forms, models):
     """llama.cpp (an engine nobody here wrote) agrees with the reference forward on the GGUF form."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(models / "stories260K.gguf"), n_ctx=256, n_threads=2, verbose=False,
+    llm = llama_cpp.Llama(model_path=str(models / "stories260K.gguf"), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0,  # F32 KV cache
                           logits_all=True)
     ours = greedy(stories_forms["gguf"], 64)
     theirs = []
