@@ -1,7 +1,9 @@
 """Hugging Face checkpoint directories: config.json + (sharded) safetensors + tokenizer.
 
-Supported `model_type`s: llama (Llama 2/3, SmolLM, TinyLlama), qwen2, qwen3 and bitnet (float weights;
-see `_reject_unsupported`). Tensors may be F32, F16 or BF16; all become float32.
+Supported `model_type`s: llama (Llama 2/3, SmolLM, TinyLlama), qwen2, qwen3 and bitnet. Tensors may be
+F32, F16 or BF16; all become float32. BitNet checkpoints with transformers' `quantization_config`
+(`quant_method: bitnet`) load as ternary models (`BITNET_QUANT_MODES`): BitNet b1.58 2B4T's packed
+uint8 weights with `weight_scale`, or float master weights ternarized on load (absmean) in "online" mode.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from edgekit.errors import (ConfigError, CorruptCheckpointError, ModelNotFoundEr
 from edgekit.model.config import ModelConfig, RopeConfig
 from edgekit.model.loaders.common import read_json, require_file
 from edgekit.model.model import Model
+from edgekit.model.ternary import absmean_ternarize, unpack_hf_bitnet
 from edgekit.model.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_json
 
 HF_MODEL_TYPES = ("llama", "qwen2", "qwen3", "bitnet")
@@ -35,6 +38,11 @@ _LAYER_TENSORS = {
     "mlp.gate_proj.weight": "w1", "mlp.up_proj.weight": "w3", "mlp.down_proj.weight": "w2",
     "mlp.ffn_sub_norm.weight": "ffn_sub_norm",
 }
+_LAYER_TENSORS.update({k.replace(".weight", ".weight_scale"): v + ".weight_scale"
+                       for k, v in list(_LAYER_TENSORS.items()) if v in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")})
+# (linear_class, quantization_mode) of transformers' BitNet quantizer -> how the weights are stored.
+BITNET_QUANT_MODES = {("bitlinear", "offline"): "packed", ("autobitlinear", "offline"): "trits",
+                      ("autobitlinear", "online"): "master"}
 _GLOBAL_TENSORS = {"model.embed_tokens.weight": "tok_embeddings", "model.norm.weight": "norm",
                    "lm_head.weight": "output"}
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
@@ -49,6 +57,9 @@ def load_hf(path: Path) -> Model:
     raw = read_json(path / "config.json")
     config = parse_hf_config(raw, path / "config.json")
     tensors = _read_tensors(path, config)
+    mode = bitnet_quant_mode(raw, path / "config.json")
+    if mode is not None:
+        _ternarize(tensors, config, mode, path)
     tokenizer = _load_tokenizer(path, raw)
     return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="hf")
 
@@ -119,6 +130,8 @@ def parse_hf_config(raw: dict, source: Path) -> ModelConfig:
             qk_norm=model_type == "qwen3",
             sub_norms=model_type == "bitnet",
             activation=act,
+            ternary_weights=bitnet_quant_mode(raw, source) is not None,
+            act_quant="int8_absmax" if bitnet_quant_mode(raw, source) is not None else "none",
         )
     except ConfigError as exc:
         raise ConfigError(str(exc), path=source) from None
@@ -132,12 +145,50 @@ def _reject_unsupported(raw: dict, model_type: str, source: Path) -> None:
                                     path=source)
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise UnsupportedModelError("partial_rotary_factor other than 1.0 is not supported", path=source)
-    if raw.get("quantization_config"):
-        method = raw["quantization_config"].get("quant_method") if isinstance(raw["quantization_config"], dict) \
-            else raw["quantization_config"]
+    bitnet_quant_mode(raw, source)
+
+
+def bitnet_quant_mode(raw: dict, source: Path) -> str | None:
+    """None for float checkpoints; "packed", "trits" or "master" for transformers' BitNet quantization."""
+    qc = raw.get("quantization_config")
+    if not qc:
+        return None
+    method = qc.get("quant_method") if isinstance(qc, dict) else qc
+    if method != "bitnet" or raw.get("model_type") != "bitnet":
         raise UnsupportedModelError(
-            f"pre-quantized Hugging Face checkpoints (quantization_config {method!r}) are not loaded yet",
+            f"pre-quantized Hugging Face checkpoints (quantization_config {method!r}) are not loaded; only "
+            "BitNet's own (quant_method 'bitnet' on model_type bitnet) is",
             path=source, fix="use the float (bf16/f16/f32) release of the model, or its GGUF")
+    key = (qc.get("linear_class", "bitlinear"), qc.get("quantization_mode", "offline"))
+    if key not in BITNET_QUANT_MODES or qc.get("use_rms_norm"):
+        raise UnsupportedModelError(f"BitNet quantization_config {qc!r} is not supported; supported "
+                                    f"(linear_class, quantization_mode): {sorted(BITNET_QUANT_MODES)} "
+                                    "without use_rms_norm", path=source)
+    return BITNET_QUANT_MODES[key]
+
+
+def _ternarize(tensors: dict[str, np.ndarray], config: ModelConfig, mode: str, path: Path) -> None:
+    """Turn each linear weight into exact trits plus `<name>.scale` (the factor applied after the matmul)."""
+    for i in range(config.n_layers):
+        for kind in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"):
+            name = f"layers.{i}.{kind}"
+            weight = tensors.get(name)
+            if weight is None:
+                continue  # reported as missing by Model validation
+            weight_scale = tensors.pop(name + ".weight_scale", None)
+            if mode == "master":
+                tensors[name], scale = absmean_ternarize(weight)
+            elif weight_scale is None or weight_scale.size != 1:
+                raise ShapeMismatchError(f"tensor {name!r} needs a one-element weight_scale", path=path)
+            elif mode == "packed":
+                if weight.dtype != np.uint8:
+                    raise ShapeMismatchError(f"packed BitNet tensor {name!r} must be uint8, got {weight.dtype}",
+                                             path=path)
+                tensors[name] = unpack_hf_bitnet(weight, path, name)
+                scale = np.float32(1.0) / np.float32(weight_scale.reshape(()))  # BitLinear divides by it
+            else:  # "trits": AutoBitLinear offline multiplies by weight_scale
+                scale = np.float32(weight_scale.reshape(()))
+            tensors[name + ".scale"] = np.array(scale, dtype=np.float32)
 
 
 def _shard_files(path: Path) -> list[Path]:
@@ -184,11 +235,12 @@ def canonical_name(hf_name: str) -> str | None:
     return None
 
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+_SAFETENSORS_DTYPES = ("F32", "F16", "BF16", "U8")  # U8 only for packed BitNet weights
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as float32 (F32/F16 via safetensors; BF16 widened by a shift).
+    """All tensors of a safetensors file as float32 (F32/F16 via safetensors; BF16 widened by a shift);
+    U8 tensors (packed BitNet trits) stay uint8.
 
     safetensors' numpy API cannot return bfloat16, so BF16 tensors are read as uint16 at the offsets
     given in the file's own JSON header and widened: a bf16 value is the top half of a float32.
@@ -203,7 +255,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
                 name, dtype = next(iter(bad.items()))
                 raise UnsupportedModelError(f"tensor {name!r} has dtype {dtype}; supported: "
                                             f"{sorted(_SAFETENSORS_DTYPES)}", path=path)
-            out = {n: handle.get_tensor(n).astype(np.float32) for n, d in dtypes.items() if d != "BF16"}
+            out = {n: handle.get_tensor(n) for n, d in dtypes.items() if d != "BF16"}
+            out = {n: a if a.dtype == np.uint8 else a.astype(np.float32) for n, a in out.items()}
     except UnsupportedModelError:
         raise
     except Exception as exc:  # safetensors raises SafetensorError / OSError / others on damaged files

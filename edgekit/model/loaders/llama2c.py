@@ -24,6 +24,7 @@ from edgekit.errors import CorruptCheckpointError, ModelNotFoundError, Tokenizer
 from edgekit.model.config import ModelConfig, RopeConfig
 from edgekit.model.loaders.common import interleaved_to_half
 from edgekit.model.model import Model
+from edgekit.model.ternary import unpack_bitllama2c
 from edgekit.model.tokenizer import HFTokenizer, build_spm_bpe_tokenizer
 
 MAGIC_AK42 = 0x616B3432
@@ -159,7 +160,7 @@ def _read_bitllama(path: Path, head: bytes, bit_order: str | None) -> tuple[Mode
             scale = np.frombuffer(raw[offset:offset + 4].tobytes(), dtype="<f4")[0]
             offset += 4
             nbytes = rows * cols // 4
-            weight = unpack_ternary_2bit(np.asarray(raw[offset:offset + nbytes]), order, path,
+            weight = unpack_bitllama2c(np.asarray(raw[offset:offset + nbytes]), order, path,
                                          f"layers.{i}.{name}").reshape(rows, cols)
             offset += nbytes
             tensors[f"layers.{i}.{name}"] = _canonical(weight, name, config)
@@ -179,20 +180,6 @@ def _resolve_bit_order(path: Path, bit_order: str | None) -> str:
             "file name does not say it", path=path,
             fix="pass bit_order='lsbfirst' or 'msbfirst' (CLI: --bit-order)")
     return hints[0]
-
-
-# 2-bit code -> trit: 00 -> 0, 01 -> +1, 11 -> -1; 10 is not a valid code (marked 2, rejected).
-_CODE_TO_TRIT = np.array([0, 1, 2, -1], dtype=np.int8)
-
-
-def unpack_ternary_2bit(packed: np.ndarray, order: str, path: Path | str, name: str) -> np.ndarray:
-    """uint8 [n] -> float32 trits [4n]; `order` says whether weight 0 sits in the low or high bits."""
-    shifts = np.array([0, 2, 4, 6] if order == "lsbfirst" else [6, 4, 2, 0], dtype=np.uint8)
-    codes = (packed[:, None] >> shifts[None, :]) & 3          # [n, 4], weight j of byte i at [i, j]
-    trits = _CODE_TO_TRIT[codes].reshape(-1)
-    if (trits == 2).any():
-        raise CorruptCheckpointError(f"tensor {name!r} contains the invalid 2-bit code 0b10", path=path)
-    return trits.astype(np.float32)
 
 
 def _find_tokenizer(path: Path, explicit: Path | None, vocab_size: int) -> Path:
