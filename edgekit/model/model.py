@@ -115,7 +115,7 @@ def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], source
     if config.ternary_weights:
         for name in tensors:
             if name.rsplit(".", 1)[-1] in LINEAR_NAMES:
-                values = np.unique(tensors[name])
-                if not np.isin(values, (-1.0, 0.0, 1.0)).all():
+                weight = tensors[name]
+                if not ((weight == 0) | (np.abs(weight) == 1)).all():
                     raise ShapeMismatchError(f"ternary tensor {name!r} holds values other than -1, 0, +1",
                                              path=source)

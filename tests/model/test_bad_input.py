@@ -307,3 +307,14 @@ def test_random_damage_raises_only_edgekit_errors(damage_targets, tmp_path_facto
         shutil.rmtree(work)
 
     check()
+
+
+def test_ternary_model_with_non_ternary_weight_is_rejected(models):
+    from edgekit.model.model import Model
+
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    tensors = dict(model.tensors)
+    tensors["layers.2.w3"] = tensors["layers.2.w3"] * 0.5
+    with pytest.raises(ShapeMismatchError, match=r"layers\.2\.w3.*-1, 0, \+1"):
+        Model(config=model.config, tensors=tensors, tokenizer=model.tokenizer, source=model.source,
+              source_format=model.source_format)

@@ -49,14 +49,17 @@ def load_gguf(path: Path) -> Model:
         raise UnsupportedModelError(f"GGUF architecture {arch!r} is not supported; supported: {GGUF_ARCHITECTURES}",
                                     path=path)
     tensors = _tensors(reader, path)
-    config = _config(fields, tensors, path)
+    try:
+        config = _config(fields, tensors, path)
+        tokenizer = _tokenizer(fields, path)
+    except (TypeError, ValueError) as exc:  # a metadata value of the wrong type
+        raise CorruptCheckpointError(f"metadata value of the wrong type ({exc})", path=path) from None
     for name, n in (("wq", config.n_heads), ("wk", config.n_kv_heads), ("bq", config.n_heads),
                     ("bk", config.n_kv_heads)):
         for i in range(config.n_layers):
             key = f"layers.{i}.{name}"
             if key in tensors:
                 tensors[key] = _unpermute(tensors[key], n, key, path)
-    tokenizer = _tokenizer(fields, path)
     return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="gguf",
                  metadata={"gguf.tensor_types": ",".join(sorted({t.tensor_type.name for t in reader.tensors}))})
 
@@ -162,10 +165,10 @@ def _config(fields: dict, tensors: dict[str, np.ndarray], path: Path) -> ModelCo
     rope_kind = fields.get(a + "rope.scaling.type", "none")
     if rope_kind not in ("none", "linear"):
         raise UnsupportedModelError(f"GGUF rope scaling {rope_kind!r} is not supported", path=path)
-    rope = RopeConfig(theta=float(fields.get(a + "rope.freq_base", 10000.0)),
-                      scaling="linear" if rope_kind == "linear" else "default",
-                      factor=float(fields.get(a + "rope.scaling.factor", 1.0)))
     try:
+        rope = RopeConfig(theta=float(fields.get(a + "rope.freq_base", 10000.0)),
+                          scaling="linear" if rope_kind == "linear" else "default",
+                          factor=float(fields.get(a + "rope.scaling.factor", 1.0)))
         return ModelConfig(
             architecture="llama", dim=dim, hidden_dim=_int(fields, a + "feed_forward_length", path),
             n_layers=_int(fields, a + "block_count", path), n_heads=n_heads,

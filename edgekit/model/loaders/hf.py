@@ -104,7 +104,8 @@ def parse_hf_config(raw: dict, source: Path) -> ModelConfig:
     if model_type not in HF_MODEL_TYPES:
         raise UnsupportedModelError(f"model_type {model_type!r} is not supported; supported: {HF_MODEL_TYPES}",
                                     path=source)
-    _reject_unsupported(raw, model_type, source)
+    _reject_unsupported(raw, source)
+    quantized = bitnet_quant_mode(raw, source) is not None
     n_heads = _get(raw, "num_attention_heads", int, source)
     bias = bool(raw.get("attention_bias", False))
     default_act = "relu2" if model_type == "bitnet" else "silu"
@@ -130,14 +131,14 @@ def parse_hf_config(raw: dict, source: Path) -> ModelConfig:
             qk_norm=model_type == "qwen3",
             sub_norms=model_type == "bitnet",
             activation=act,
-            ternary_weights=bitnet_quant_mode(raw, source) is not None,
-            act_quant="int8_absmax" if bitnet_quant_mode(raw, source) is not None else "none",
+            ternary_weights=quantized,
+            act_quant="int8_absmax" if quantized else "none",
         )
     except ConfigError as exc:
         raise ConfigError(str(exc), path=source) from None
 
 
-def _reject_unsupported(raw: dict, model_type: str, source: Path) -> None:
+def _reject_unsupported(raw: dict, source: Path) -> None:
     if raw.get("mlp_bias"):
         raise UnsupportedModelError("mlp_bias=true is not supported", path=source)
     if raw.get("use_sliding_window"):
@@ -145,7 +146,6 @@ def _reject_unsupported(raw: dict, model_type: str, source: Path) -> None:
                                     path=source)
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise UnsupportedModelError("partial_rotary_factor other than 1.0 is not supported", path=source)
-    bitnet_quant_mode(raw, source)
 
 
 def bitnet_quant_mode(raw: dict, source: Path) -> str | None:
