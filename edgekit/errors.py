@@ -54,3 +54,8 @@ class TokenizerError(EdgekitError):
 
 class GenerationError(EdgekitError):
     """Bad arguments to generation or evaluation (empty prompt, context overflow, bad sampling values)."""
+
+
+class QuantizationError(EdgekitError):
+    """A tensor cannot be quantized as asked (NaN/Inf weights, a format that cannot hold it, too little
+    calibration text)."""

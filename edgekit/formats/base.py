@@ -166,6 +166,15 @@ class QuantizedTensor:
         full = self.values().astype(np.float32) * self.scale_matrix()
         return full[:, : self.cols]
 
+    def take_rows(self, rows: np.ndarray) -> "QuantizedTensor":
+        """The packed sub-matrix of the given rows (packing is per row, so this is a plain slice)."""
+        rows = np.asarray(rows)
+        if self.group_size == PER_TENSOR:  # one scale for the whole matrix (or none, for float formats)
+            scales, zeros = self.scales, self.zeros
+        else:
+            scales, zeros = self.scales[rows], None if self.zeros is None else self.zeros[rows]
+        return QuantizedTensor(self.format, (len(rows), self.cols), self.group_size, self.data[rows], scales, zeros)
+
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes + self.scales.nbytes + (self.zeros.nbytes if self.zeros is not None else 0))

@@ -17,8 +17,12 @@ Canonical tensor names and layout (rows are output features, as in `torch.nn.Lin
     output                    [vocab, dim]      (absent when config.tie_embeddings)
     rope_freqs                [head_dim/2]      optional per-frequency divisors (llama.cpp's rope_freqs)
 
-With config.ternary_weights each linear weight (wq, wk, wv, wo, w1, w2, w3) holds exactly -1, 0 or +1
-and has a scalar companion `<name>.scale`.
+With config.ternary_weights each linear weight (wq, wk, wv, wo, w1, w2, w3) given as a float array holds
+exactly -1, 0 or +1 and has a scalar companion `<name>.scale`.
+
+Packed models (`.edgekit` files, or the output of `edgekit.quantize`) hold `QuantizedTensor`s instead of
+float arrays for the linear weights and may for `tok_embeddings` and `output`; a packed tensor carries
+its own scales, so it has no `.scale` companion.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ShapeMismatchError, TokenizerError
+from edgekit.formats import QuantizedTensor
 from edgekit.model.config import ModelConfig
 from edgekit.model.tokenizer import Tokenizer
 
@@ -72,7 +77,7 @@ class Model:
     """A loaded checkpoint: `config`, canonical float32 `tensors` (see module doc) and `tokenizer`."""
 
     config: ModelConfig
-    tensors: dict[str, np.ndarray]
+    tensors: dict[str, np.ndarray | QuantizedTensor]
     tokenizer: Tokenizer
     source: Path
     source_format: str
@@ -88,15 +93,27 @@ class Model:
 
     @property
     def n_params(self) -> int:
-        return int(sum(t.size for name, t in self.tensors.items() if not name.endswith(".scale")))
+        return int(sum(int(np.prod(t.shape)) for name, t in self.tensors.items() if not name.endswith(".scale")))
 
-    def output_weight(self) -> np.ndarray:
-        return self.tensors["tok_embeddings" if self.config.tie_embeddings else "output"]
+    @property
+    def nbytes(self) -> int:
+        return int(sum(t.nbytes for t in self.tensors.values()))
+
+    @property
+    def output_name(self) -> str:
+        return "tok_embeddings" if self.config.tie_embeddings else "output"
+
+    @property
+    def is_packed(self) -> bool:
+        return any(isinstance(t, QuantizedTensor) for t in self.tensors.values())
 
 
 def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], source: Path | str) -> None:
     """Check names, shapes, dtype and finiteness; raise `ShapeMismatchError` naming the first bad tensor."""
     want = expected_shapes(config)
+    for name, tensor in tensors.items():  # a packed ternary weight carries its scale inside
+        if isinstance(tensor, QuantizedTensor):
+            want.pop(name + ".scale", None)
     missing = sorted(set(want) - set(tensors))
     if missing:
         raise ShapeMismatchError(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''} "
@@ -110,11 +127,13 @@ def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], source
         if tuple(array.shape) != shape:
             raise ShapeMismatchError(f"tensor {name!r} has shape {tuple(array.shape)} but the config "
                                      f"implies {shape}", path=source)
-        if array.dtype != np.float32:
+        if isinstance(array, QuantizedTensor):
+            array.validate(name)
+        elif array.dtype != np.float32:
             raise ShapeMismatchError(f"tensor {name!r} has dtype {array.dtype}, expected float32", path=source)
     if config.ternary_weights:
         for name in tensors:
-            if name.rsplit(".", 1)[-1] in LINEAR_NAMES:
+            if name.rsplit(".", 1)[-1] in LINEAR_NAMES and not isinstance(tensors[name], QuantizedTensor):
                 weight = tensors[name]
                 if not ((weight == 0) | (np.abs(weight) == 1)).all():
                     raise ShapeMismatchError(f"ternary tensor {name!r} holds values other than -1, 0, +1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.errors import GenerationError
+from edgekit.formats import PER_TENSOR, QuantizedTensor
 from edgekit.model.config import ModelConfig
 from edgekit.model.model import Model
 
@@ -90,19 +91,39 @@ class ReferenceForward:
         self.w = model.tensors
         self.inv_freq = rope_inv_freq(self.config, self.w.get("rope_freqs"))
 
+    def weight(self, name: str) -> tuple[np.ndarray, np.float32 | np.ndarray]:
+        """(W, post_scale) with y = (x @ W.T) * post_scale.
+
+        Ternary weights with one scale keep W as exact trits, so with int8 activations the matmul is an
+        exact integer sum and the scales are applied once, as the integer kernels do. Other packed
+        tensors are dequantized on the fly.
+        """
+        w = self.w[name]
+        if isinstance(w, QuantizedTensor):
+            if w.group_size == PER_TENSOR and w.format.startswith("ek_t"):
+                return w.values()[:, : w.cols].astype(np.float32), w.scales[0, 0].astype(np.float32)
+            return w.dequantize(), np.float32(1.0)
+        if self.config.ternary_weights and name + ".scale" in self.w:
+            return w, self.w[name + ".scale"]
+        return w, np.float32(1.0)
+
+    def rows(self, name: str, index: np.ndarray) -> np.ndarray:
+        """Rows of a (possibly packed) matrix as float32: the embedding lookup."""
+        w = self.w[name]
+        return w.take_rows(index).dequantize() if isinstance(w, QuantizedTensor) else w[index]
+
     def linear(self, x: np.ndarray, name: str, bias: str | None = None) -> np.ndarray:
         """x [T, in] @ W[out, in]^T, with bitllama2.c input norm and BitNet A8 activations if configured."""
         c = self.config
         if c.linear_input_norm:
             x = bitlinear_norm(x)
-        weight = self.w[name]
+        weight, post_scale = self.weight(name)
         if c.act_quant == "int8_absmax":
             q, a_scale = quantize_absmax_int8(x)
             y = (q @ weight.T) * a_scale                                    # integer sums, exact in f32
         else:
             y = x @ weight.T
-        if c.ternary_weights:
-            y = y * self.w[name + ".scale"]
+        y = y * post_scale
         if bias is not None:
             y = y + self.w[bias]
         return y.astype(np.float32)
@@ -153,7 +174,7 @@ class ReferenceForward:
         """Final-normed hidden states [T, dim] for `tokens` appended after the cache's contents."""
         c = self.config
         positions = np.arange(cache.length, cache.length + len(tokens))
-        h = self.w["tok_embeddings"][tokens].astype(np.float32)             # [T, dim]
+        h = self.rows("tok_embeddings", tokens).astype(np.float32)          # [T, dim]
         for layer in range(c.n_layers):
             p = f"layers.{layer}."
             a_in = h if c.linear_input_norm else self.norm(h, p + "attn_norm")
@@ -167,7 +188,11 @@ class ReferenceForward:
         """Logits [T, vocab] for `tokens` (ints) appended at positions cache.length ... ."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         check_tokens(tokens, self.config, cache)
-        return (self.hidden_states(tokens, cache) @ self.model.output_weight().T).astype(np.float32)
+        return self.logits(self.hidden_states(tokens, cache))
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        weight, post_scale = self.weight(self.model.output_name)
+        return ((hidden @ weight.T) * post_scale).astype(np.float32)
 
 
 def check_tokens(tokens: np.ndarray, config: ModelConfig, cache: KVCache) -> None:

@@ -88,19 +88,22 @@ class HFTokenizer(Tokenizer):
 class SentencePieceTokenizer(Tokenizer):
     """A sentencepiece `tokenizer.model`."""
 
-    def __init__(self, path: Path, *, bos_id: int | None = None, eos_ids: Sequence[int] = (),
-                 add_bos: bool = True):
+    def __init__(self, path: Path | None, *, bos_id: int | None = None, eos_ids: Sequence[int] = (),
+                 add_bos: bool = True, model_proto: bytes | None = None):
         import sentencepiece
 
         try:
-            self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+            if model_proto is not None:
+                self.sp = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+            else:
+                self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         except Exception as exc:  # OSError, RuntimeError or UnicodeDecodeError, depending on the damage
             raise TokenizerError(f"not a readable sentencepiece model ({type(exc).__name__}: {exc})", path=path,
                                  fix="pass the tokenizer.model that came with the checkpoint") from None
         bos = bos_id if bos_id is not None else (self.sp.bos_id() if self.sp.bos_id() >= 0 else None)
         eos = tuple(eos_ids) or ((self.sp.eos_id(),) if self.sp.eos_id() >= 0 else ())
         super().__init__(vocab_size=self.sp.vocab_size(), bos_id=bos, eos_ids=eos, add_bos=add_bos,
-                         source=str(path))
+                         source=str(path) if path is not None else "embedded sentencepiece model")
 
     def _encode(self, text: str) -> list[int]:
         return list(self.sp.encode(text))
@@ -203,3 +206,33 @@ def _guess_type(piece: str, index: int) -> int:
     if index < 3 and piece.startswith("<") and piece.endswith(">"):
         return TOKEN_UNKNOWN if piece == "<unk>" else TOKEN_CONTROL
     return TOKEN_NORMAL
+
+
+def tokenizer_to_blob(tokenizer: Tokenizer) -> tuple[dict, bytes]:
+    """(spec, bytes) that `tokenizer_from_blob` turns back into an equivalent tokenizer."""
+    spec = {"bos_id": tokenizer.bos_id, "eos_ids": list(tokenizer.eos_ids), "add_bos": tokenizer.add_bos,
+            "source": tokenizer.source}
+    if isinstance(tokenizer, HFTokenizer):
+        return {**spec, "kind": "tokenizers"}, tokenizer.backend.to_str().encode("utf-8")
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return {**spec, "kind": "sentencepiece"}, tokenizer.sp.serialized_model_proto()
+    raise TokenizerError(f"cannot serialise a {type(tokenizer).__name__}")
+
+
+def tokenizer_from_blob(spec: dict, blob: bytes, source: str) -> Tokenizer:
+    try:
+        bos, eos, add_bos, kind = spec["bos_id"], [int(i) for i in spec["eos_ids"]], bool(spec["add_bos"]), spec["kind"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenizerError(f"bad tokenizer description {spec!r} ({exc})", path=source) from None
+    if kind == "sentencepiece":
+        return SentencePieceTokenizer(None, bos_id=bos, eos_ids=eos, add_bos=add_bos, model_proto=blob)
+    if kind == "tokenizers":
+        from tokenizers import Tokenizer as Backend
+
+        try:
+            backend = Backend.from_str(blob.decode("utf-8"))
+        except Exception as exc:  # UnicodeDecodeError or the tokenizers parse error
+            raise TokenizerError(f"embedded tokenizer is unreadable ({type(exc).__name__}: {exc})",
+                                 path=source) from None
+        return HFTokenizer(backend, bos_id=bos, eos_ids=eos, add_bos=add_bos, source=source)
+    raise TokenizerError(f"unknown embedded tokenizer kind {kind!r}", path=source)

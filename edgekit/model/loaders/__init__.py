@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError, ModelNotFoundError, UnknownFormatError
+from edgekit.model.loaders.edgekit_file import is_edgekit_file, load_edgekit
 from edgekit.model.loaders.gguf_file import is_gguf, load_gguf
 from edgekit.model.loaders.hf import is_hf_dir, load_hf
 from edgekit.model.loaders.llama2c import is_llama2c, load_llama2c
@@ -30,6 +31,8 @@ def register_format(fmt: CheckpointFormat) -> None:
     FORMATS[fmt.name] = fmt
 
 
+register_format(CheckpointFormat("edgekit", is_edgekit_file, load_edgekit,
+                                 ".edgekit packed model (safetensors + edgekit metadata)"))
 register_format(CheckpointFormat("hf", is_hf_dir, load_hf, "Hugging Face directory (config.json + safetensors)"))
 register_format(CheckpointFormat("gguf", is_gguf, load_gguf, "GGUF file (llama architecture)"))
 register_format(CheckpointFormat("llama2c", is_llama2c, load_llama2c,

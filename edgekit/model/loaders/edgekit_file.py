@@ -1,0 +1,175 @@
+"""The `.edgekit` file: a packed model in one safetensors file with JSON metadata.
+
+Stored entries (safetensors names):
+
+    <name>                 float32 tensors kept in float (norms, biases, rope factors)
+    <name>::data           uint8 [rows, row_bytes]   packed codes of a QuantizedTensor
+    <name>::scales         float16/float32 scales
+    <name>::zeros          uint8 zero points (zero-point formats only)
+    __tokenizer__          uint8 bytes: tokenizer.json text or a serialized sentencepiece model
+
+The `__metadata__` key "edgekit" holds JSON: format_version, the ModelConfig, the tokenizer spec, each
+packed tensor's format / shape / group size, the sha256 of every stored entry, the quantization recipe
+and the source checkpoint (path, format, sha256). Writes go to a temporary file in the target folder
+and are renamed into place, so an interrupted write leaves no partial output; every entry's checksum is
+verified on load and a mismatch names the tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import CorruptCheckpointError, EdgekitError, UnsupportedModelError
+from edgekit.formats import QuantizedTensor
+from edgekit.model.config import ModelConfig
+from edgekit.model.model import Model
+from edgekit.model.tokenizer import tokenizer_from_blob, tokenizer_to_blob
+
+FILE_FORMAT_VERSION = 1
+SUFFIX = ".edgekit"
+_SEP = "::"
+_TOKENIZER = "__tokenizer__"
+
+
+def sha256_bytes(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file, or of a directory's files (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_edgekit_file(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size < 16:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return head[8:9] == b"{" and b'"edgekit"' in head or path.suffix == SUFFIX
+
+
+def save_model(model: Model, path: str | Path, *, recipe: dict | None = None, source_sha256: str | None = None) -> Path:
+    """Write `model` (packed or float) to `path` atomically."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    entries: dict[str, np.ndarray] = {}
+    described: dict[str, Any] = {}
+    for name, tensor in model.tensors.items():
+        if isinstance(tensor, QuantizedTensor):
+            entries[name + _SEP + "data"] = tensor.data
+            entries[name + _SEP + "scales"] = tensor.scales
+            if tensor.zeros is not None:
+                entries[name + _SEP + "zeros"] = tensor.zeros
+            described[name] = {"format": tensor.format, "shape": list(tensor.shape), "group_size": tensor.group_size}
+        else:
+            entries[name] = np.ascontiguousarray(tensor, dtype=np.float32)
+    spec, blob = tokenizer_to_blob(model.tokenizer)
+    entries[_TOKENIZER] = np.frombuffer(blob, dtype=np.uint8)
+    meta = {
+        "format_version": FILE_FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "tokenizer": spec,
+        "packed": described,
+        "sha256": {key: sha256_bytes(value) for key, value in entries.items()},
+        "recipe": recipe,
+        "source": {"path": str(model.source), "format": model.source_format, "sha256": source_sha256},
+        "metadata": model.metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(entries, tmp, metadata={"edgekit": json.dumps(meta)})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            raw = (handle.metadata() or {}).get("edgekit")
+    except Exception as exc:
+        raise CorruptCheckpointError(f"not a readable .edgekit file ({type(exc).__name__}: {exc})", path=path,
+                                     fix="re-create it with `edgekit quantize`") from None
+    if raw is None:
+        raise CorruptCheckpointError("safetensors file without edgekit metadata", path=path)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CorruptCheckpointError(f"edgekit metadata is not valid JSON ({exc})", path=path) from None
+    if not isinstance(meta, dict):
+        raise CorruptCheckpointError("edgekit metadata is not a JSON object", path=path)
+    version = meta.get("format_version")
+    if version != FILE_FORMAT_VERSION:
+        raise UnsupportedModelError(f".edgekit format version {version!r} is not supported "
+                                    f"(this edgekit reads version {FILE_FORMAT_VERSION})", path=path,
+                                    fix="upgrade edgekit or re-quantize with this version")
+    return meta
+
+
+def load_edgekit(path: Path) -> Model:
+    from safetensors.numpy import load_file
+
+    meta = read_metadata(path)
+    try:
+        entries = load_file(str(path))
+    except Exception as exc:
+        raise CorruptCheckpointError(f"tensor data unreadable ({type(exc).__name__}: {exc})", path=path) from None
+    try:
+        return _build(path, meta, entries)
+    except EdgekitError as exc:
+        if exc.path is None:
+            raise type(exc)(str(exc), path=path, fix=exc.fix) from None
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"inconsistent metadata ({type(exc).__name__}: {exc})", path=path) from None
+
+
+def _build(path: Path, meta: dict, entries: dict[str, np.ndarray]) -> Model:
+    sums = meta["sha256"]
+    if set(sums) != set(entries):
+        raise CorruptCheckpointError(f"entries {sorted(set(sums) ^ set(entries))[:5]} are missing or unlisted",
+                                     path=path)
+    for key, array in entries.items():
+        if sha256_bytes(array) != sums[key]:
+            raise CorruptCheckpointError(f"checksum mismatch in tensor {key.split(_SEP)[0]!r} ({key})", path=path,
+                                         fix="the file is damaged; re-create it with `edgekit quantize`")
+    tensors: dict[str, np.ndarray | QuantizedTensor] = {}
+    for name, info in meta["packed"].items():
+        tensors[name] = QuantizedTensor(format=str(info["format"]), shape=tuple(int(d) for d in info["shape"]),
+                                        group_size=int(info["group_size"]), data=entries[name + _SEP + "data"],
+                                        scales=entries[name + _SEP + "scales"],
+                                        zeros=entries.get(name + _SEP + "zeros"))
+    for key, array in entries.items():
+        if _SEP not in key and key != _TOKENIZER:
+            tensors[key] = array
+    tokenizer = tokenizer_from_blob(meta["tokenizer"], entries[_TOKENIZER].tobytes(), str(path))
+    metadata = {str(k): str(v) for k, v in (meta.get("metadata") or {}).items()}
+    if meta.get("recipe") is not None:
+        metadata["recipe"] = json.dumps(meta["recipe"])
+    metadata["source"] = json.dumps(meta.get("source"))
+    return Model(config=ModelConfig.from_dict(meta["config"]), tensors=tensors, tokenizer=tokenizer, source=path,
+                 source_format="edgekit", metadata=metadata)

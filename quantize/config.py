@@ -1,0 +1,112 @@
+"""`QuantizeConfig`: the whole recipe of one quantization run, stored in the output file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit.errors import ConfigError
+from edgekit.formats import FORMATS, PER_CHANNEL, PER_TENSOR, get_format
+from edgekit.model.config import ACT_QUANTS
+
+CONFIG_VERSION = 1
+TERNARY_METHODS = ("absmean",)
+INT_METHODS = ("rtn",)
+
+
+@dataclass
+class QuantizeConfig:
+    """How to turn a float (or natively ternary) model into a packed one.
+
+    - `format` / `method` / `group_size`: the linear weights (wq ... w3). `group_size` None takes the
+      format's default: per tensor for ternary (BitNet's absmean), 32 for int2/3/4 (Q4_0's block),
+      per channel for int8.
+    - `embedding_format`, `output_format`: `tok_embeddings` and an untied `output` (llama.cpp keeps these
+      at higher precision too: `--token-embedding-type`, `--output-tensor-type`).
+    - `overrides`: regex over canonical tensor names (`layers.0.w2`, ...) -> format, applied in order, as
+      llama.cpp's `--tensor-type`; `keep_float`: regexes of linear weights kept in f16.
+    - `act_quant`: activations of the packed model ("none" or "int8_absmax"); None keeps the source's.
+    """
+
+    format: str = "ek_t2"
+    method: str = "absmean"
+    group_size: int | None = None
+    embedding_format: str = "f16"
+    output_format: str = "ek_i8"
+    overrides: dict[str, str] = field(default_factory=dict)
+    keep_float: list[str] = field(default_factory=list)
+    act_quant: str | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"quantize config version {self.version} is not supported (expected {CONFIG_VERSION})")
+        for fmt in (self.format, self.embedding_format, self.output_format, *self.overrides.values()):
+            get_format(fmt)
+        weight_fmt = get_format(self.format)
+        methods = TERNARY_METHODS if weight_fmt.kind == "ternary" else INT_METHODS if weight_fmt.kind == "int" else ()
+        if weight_fmt.kind != "float" and self.method not in methods:
+            raise ConfigError(f"method {self.method!r} cannot produce format {self.format}; use one of {methods}")
+        if self.group_size is not None and self.group_size not in weight_fmt.group_sizes:
+            raise ConfigError(f"format {self.format} does not support group size {self.group_size}; supported: "
+                              f"{list(weight_fmt.group_sizes)} (-1 per tensor, 0 per channel)")
+        for pattern in (*self.overrides, *self.keep_float):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"bad tensor-name pattern {pattern!r}: {exc}") from None
+        if self.act_quant is not None and self.act_quant not in ACT_QUANTS:
+            raise ConfigError(f"act_quant {self.act_quant!r} is not one of {ACT_QUANTS}")
+
+    def default_group_size(self, fmt_name: str) -> int:
+        fmt = get_format(fmt_name)
+        if fmt_name == self.format and self.group_size is not None:
+            return self.group_size
+        if fmt.kind == "ternary":
+            return PER_TENSOR
+        if fmt.kind == "float":
+            return PER_TENSOR
+        return PER_CHANNEL if fmt.bits == 8 else 32
+
+    def format_for(self, name: str) -> str:
+        """Target format of one canonical tensor name (linear weights, embeddings and output)."""
+        for pattern, fmt in self.overrides.items():
+            if re.fullmatch(pattern, name):
+                return fmt
+        if name == "tok_embeddings":
+            return self.embedding_format
+        if name == "output":
+            return self.output_format
+        if any(re.fullmatch(p, name) for p in self.keep_float):
+            return "f16"
+        return self.format
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuantizeConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown quantize config fields {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantizeConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"quantize config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("quantize config must be a JSON object")
+        return cls.from_dict(data)
+
+
+ALL_FORMATS = tuple(sorted(FORMATS))
