@@ -6,6 +6,8 @@ T tokens and T single-token decodes over the same `KVCache` give the same logits
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from edgekit.errors import GenerationError
@@ -82,13 +84,22 @@ def apply_rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-class ReferenceForward:
-    """Runs a `Model` in float32 numpy; `forward(tokens, cache)` returns logits [T, vocab]."""
+Observer = Callable[[str, np.ndarray], None]
 
-    def __init__(self, model: Model):
+
+class ReferenceForward:
+    """Runs a `Model` in float32 numpy; `forward(tokens, cache)` returns logits [T, vocab].
+
+    An optional `observer(event, array)` sees every linear layer's input as it enters the matmul
+    (event = the weight's name, array [T, in]) and every block's output (event "layers.{i}.output",
+    [T, dim]): what calibration (GPTQ Hessians) and per-layer error tables need.
+    """
+
+    def __init__(self, model: Model, observer: Observer | None = None):
         self.model = model
         self.config = model.config
         self.w = model.tensors
+        self.observer = observer
         self.inv_freq = rope_inv_freq(self.config, self.w.get("rope_freqs"))
 
     def weight(self, name: str) -> tuple[np.ndarray, np.float32 | np.ndarray]:
@@ -117,6 +128,8 @@ class ReferenceForward:
         c = self.config
         if c.linear_input_norm:
             x = bitlinear_norm(x)
+        if self.observer is not None:
+            self.observer(name, x)
         weight, post_scale = self.weight(name)
         if c.act_quant == "int8_absmax":
             q, a_scale = quantize_absmax_int8(x)
@@ -181,6 +194,8 @@ class ReferenceForward:
             h = h + self.attention(a_in, layer, positions, cache)
             f_in = h if c.linear_input_norm else self.norm(h, p + "ffn_norm")
             h = h + self.feed_forward(f_in, layer)
+            if self.observer is not None:
+                self.observer(f"{p}output", h)
         cache.length += len(tokens)
         return self.norm(h, "norm")
 
