@@ -62,16 +62,21 @@ def inspect(model: Path = MODEL_ARG, tokenizer: Optional[Path] = TOKENIZER_OPT,
         console.print_json(json.dumps(info))
         return
     summary = Table(title=f"{model}", show_header=False)
-    for key in ("format", "parameters", "bytes", "tokenizer"):
-        summary.add_row(key, str(info[key]))
+    for key in ("format", "parameters", "bytes", "bits_per_weight", "linear_bits_per_weight", "tokenizer"):
+        summary.add_row(key, f"{info[key]:,}" if isinstance(info[key], int) else str(info[key]))
     for key, value in info["config"].items():
         summary.add_row(key, str(value))
+    for key in ("recipe", "source", "quantize_config"):
+        if key in info["metadata"]:
+            summary.add_row(key, info["metadata"][key])
     console.print(summary)
     tensors = Table(title="tensors")
-    for column in ("name", "shape", "dtype", "bytes"):
-        tensors.add_column(column, justify="right" if column == "bytes" else "left")
+    for column in ("name", "shape", "dtype", "group", "bytes", "bits/weight"):
+        tensors.add_column(column, justify="right" if column in ("bytes", "bits/weight", "group") else "left")
     for t in info["tensors"]:
-        tensors.add_row(t["name"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"], f"{t['bytes']:,}")
+        group = "" if t["group_size"] is None else {-1: "tensor", 0: "channel"}.get(t["group_size"], str(t["group_size"]))
+        tensors.add_row(t["name"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"], group, f"{t['bytes']:,}",
+                        f"{t['bits_per_weight']:.3f}")
     console.print(tensors)
 
 
@@ -115,14 +120,20 @@ def eval_(model: Path = MODEL_ARG,
           context: Optional[int] = typer.Option(None, "--context", help="Tokens per document at most "
                                                                         "(default: the model's context)."),
           max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Score only the first N."),
+          reference: Optional[Path] = typer.Option(None, "--reference", help="Float model to compare against: "
+                                                   "adds KL divergence, top-1 agreement and per-layer error."),
           backend: str = typer.Option("reference", "--backend", help="Runtime back end."),
           json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
           tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
-    """Perplexity of a model on a text file."""
-    from edgekit.quantize.evaluate import evaluate_perplexity
+    """Perplexity of a model on a text file (and, with --reference, its divergence from a float model)."""
+    from edgekit.quantize.evaluate import compare_models, evaluate_perplexity
     from edgekit.runtime import open_backend
 
     engine = open_backend(_load(model, tokenizer, bit_order), backend, context)
+    if reference is not None:
+        _render_comparison(compare_models(open_backend(_load(reference, tokenizer, bit_order), "reference", context),
+                                          engine, text, context, max_documents), model, reference, json_out)
+        return
     report = evaluate_perplexity(engine, text, context, max_documents)
     if json_out:
         console.print_json(json.dumps(report.to_dict()))
@@ -133,6 +144,73 @@ def eval_(model: Path = MODEL_ARG,
     table.add_row(str(report.documents), f"{report.tokens:,}", str(report.context_length),
                   f"{report.mean_nll:.4f}", f"{report.perplexity:.3f}")
     console.print(table)
+
+
+def _render_comparison(report, model: Path, reference: Path, json_out: bool) -> None:
+    if json_out:
+        console.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"{model.name} against {reference.name}")
+    for column in ("documents", "tokens", "perplexity", "reference perplexity", "mean KL (nats)", "top-1 agreement"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.documents), f"{report.tokens:,}", f"{report.perplexity:.3f}",
+                  f"{report.reference_perplexity:.3f}", f"{report.mean_kl:.5f}", f"{report.top1_agreement:.2%}")
+    console.print(table)
+    if report.layers:
+        layers = Table(title="per-layer hidden-state error")
+        layers.add_column("layer", justify="right")
+        layers.add_column("relative RMSE", justify="right")
+        for layer in report.layers:
+            layers.add_row(str(layer.layer), f"{layer.relative_rmse:.5f}")
+        console.print(layers)
+
+
+@app.command()
+def quantize(model: Path = MODEL_ARG,
+             output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit file."),
+             fmt: str = typer.Option("ek_t2", "--format", help="Format of the linear weights (ek_t2, ek_t1, "
+                                                               "ek_i2/3/4, ek_u2/3/4, ek_i8, f16)."),
+             method: str = typer.Option("absmean", "--method", help="absmean (ternary) or rtn (intN)."),
+             group_size: Optional[int] = typer.Option(None, "--group-size", help="Weights per scale: 32/64/128, "
+                                                      "0 per channel, -1 per tensor (default: the format's)."),
+             embedding_format: str = typer.Option("f16", "--embedding-format", help="Format of tok_embeddings."),
+             output_format: str = typer.Option("ek_i8", "--output-format", help="Format of an untied output."),
+             keep_float: list[str] = typer.Option([], "--keep-float", help="Regex of tensor names kept in f16 "
+                                                  "(repeatable), e.g. 'layers\\.0\\..*'."),
+             override: list[str] = typer.Option([], "--tensor-type", help="REGEX=FORMAT for matching tensors "
+                                                "(repeatable), as llama.cpp's --tensor-type."),
+             act_quant: Optional[str] = typer.Option(None, "--act-quant", help="none or int8_absmax "
+                                                     "(default: the source model's)."),
+             tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
+    """Quantize a checkpoint into a packed .edgekit file, with a progress bar per tensor."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgekit.quantize.config import QuantizeConfig
+    from edgekit.quantize.workflow import quantize_checkpoint
+
+    overrides = {}
+    for item in override:
+        pattern, sep, target = item.rpartition("=")
+        if not sep or not pattern:
+            raise EdgekitError(f"--tensor-type {item!r} is not REGEX=FORMAT", fix="e.g. --tensor-type 'output=ek_i8'")
+        overrides[pattern] = target
+    config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
+                            output_format=output_format, overrides=overrides, keep_float=list(keep_float),
+                            act_quant=act_quant)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("quantizing", total=None)
+        result = quantize_checkpoint(model, output, config,
+                                     progress=lambda name, i, n: bar.update(task, total=n, completed=i,
+                                                                            description=f"quantizing {name}"),
+                                     tokenizer=tokenizer, bit_order=bit_order)
+    from edgekit.model.inspect import describe_model
+
+    info = describe_model(result.model)
+    console.print(f"wrote {result.output}: {result.packed_bytes:,} bytes of tensors "
+                  f"({result.source_bytes / max(result.packed_bytes, 1):.1f}x smaller than float32), "
+                  f"{info['bits_per_weight']:.3f} bits/weight overall, "
+                  f"{info['linear_bits_per_weight']:.3f} in the linear layers")
 
 
 def main(argv: list[str] | None = None) -> int:
