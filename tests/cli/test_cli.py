@@ -83,3 +83,27 @@ def test_debug_env_shows_the_traceback(models):
 
 def test_usage_errors_exit_2():
     assert edgekit_cli("run").returncode == 2
+
+
+def test_quantize_inspect_and_compare(models, tinystories, tmp_path):
+    out = tmp_path / "s.edgekit"
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", out, "--format", "ek_i4", "--method", "rtn",
+                         "--tensor-type", r"layers\.0\..*=ek_i8", "--keep-float", "layers\\.4\\.w2")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and out.is_file()
+    info = json.loads(edgekit_cli("inspect", out, "--json").stdout)
+    formats = {t["name"]: t["dtype"] for t in info["tensors"]}
+    assert formats["layers.0.wq"] == "ek_i8" and formats["layers.1.wq"] == "ek_i4" and formats["layers.4.w2"] == "f16"
+    assert info["packed"] and 4.0 < info["linear_bits_per_weight"] < 9.0
+    report = json.loads(edgekit_cli("eval", out, "--text", tinystories, "--reference", models / "stories260K.bin",
+                                    "--max-documents", "5", "--json").stdout)
+    assert report["reference_perplexity"] < report["perplexity"] < 1.2 * report["reference_perplexity"]
+    assert 0 < report["mean_kl"] < 0.2 and 0.8 < report["top1_agreement"] < 1.0
+    assert len(report["layers"]) == 5
+    generated = edgekit_cli("run", out, "-n", "12")
+    assert generated.returncode == 0 and generated.stdout.startswith("Once upon a time")
+
+
+def test_quantize_bad_format_lists_the_valid_ones(models, tmp_path):
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", tmp_path / "x.edgekit", "--format", "q4_k")
+    assert result.returncode == 1 and "ek_t2" in result.stderr and not any(tmp_path.iterdir())

@@ -247,9 +247,16 @@ def test_hf_prequantized_checkpoint_is_refused_clearly(hf_dir):
 @pytest.fixture(scope="module")
 def damage_targets(models, tmp_path_factory):
     """(checkpoint to load, file inside it to damage, load kwargs) for every loader and tokenizer."""
+    from edgekit.model.loaders.edgekit_file import save_model
+    from edgekit.quantize.config import QuantizeConfig
+    from edgekit.quantize.pipeline import quantize_model
+
     base = tmp_path_factory.mktemp("pristine")
     hf = copy(models / "stories260K_hf", base)
+    packed = save_model(quantize_model(load(models / "stories260K.bin"), QuantizeConfig(format="ek_u4", method="rtn")),
+                        base / "stories.edgekit")
     return {
+        "edgekit": (packed, "stories.edgekit", {}),
         "llama2c": (models / "stories260K.bin", "stories260K.bin", {"tokenizer": models / "tok512.bin"}),
         "tokenizer.bin": (models / "tok512.bin", "tok512.bin", {}),
         "bitllama2c": (models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin", "bitllama2c_1M_ternary_msbfirst.bin",
@@ -282,7 +289,7 @@ def _damage(path: Path, damage) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["llama2c", "tokenizer.bin", "bitllama2c", "gguf", "safetensors", "config.json",
-                                    "tokenizer.model"])
+                                    "tokenizer.model", "edgekit"])
 def test_random_damage_raises_only_edgekit_errors(damage_targets, tmp_path_factory, target):
     source, damaged_name, kwargs = damage_targets[target]
 
