@@ -20,6 +20,8 @@ Canonical tensor names and layout (rows are output features, as in `torch.nn.Lin
 With config.ternary_weights each linear weight (wq, wk, wv, wo, w1, w2, w3) given as a float array holds
 exactly -1, 0 or +1 and has a scalar companion `<name>.scale`.
 
+Large float matrices may be `LazyArray`s, read from the checkpoint when used (see `lazy.py`).
+
 Packed models (`.edgekit` files, or the output of `edgekit.quantize`) hold `QuantizedTensor`s instead of
 float arrays for the linear weights and may for `tok_embeddings` and `output`; a packed tensor carries
 its own scales, so it has no `.scale` companion.
@@ -35,6 +37,7 @@ import numpy as np
 from edgekit.errors import ShapeMismatchError, TokenizerError
 from edgekit.formats import QuantizedTensor
 from edgekit.model.config import ModelConfig
+from edgekit.model.lazy import LazyArray, materialize
 from edgekit.model.tokenizer import Tokenizer
 
 LINEAR_NAMES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
@@ -77,7 +80,7 @@ class Model:
     """A loaded checkpoint: `config`, canonical float32 `tensors` (see module doc) and `tokenizer`."""
 
     config: ModelConfig
-    tensors: dict[str, np.ndarray | QuantizedTensor]
+    tensors: dict[str, np.ndarray | QuantizedTensor | LazyArray]
     tokenizer: Tokenizer
     source: Path
     source_format: str
@@ -134,7 +137,7 @@ def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], source
     if config.ternary_weights:
         for name in tensors:
             if name.rsplit(".", 1)[-1] in LINEAR_NAMES and not isinstance(tensors[name], QuantizedTensor):
-                weight = tensors[name]
+                weight = materialize(tensors[name])
                 if not ((weight == 0) | (np.abs(weight) == 1)).all():
                     raise ShapeMismatchError(f"ternary tensor {name!r} holds values other than -1, 0, +1",
                                              path=source)

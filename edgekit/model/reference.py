@@ -13,6 +13,7 @@ import numpy as np
 from edgekit.errors import GenerationError
 from edgekit.formats import PER_TENSOR, QuantizedTensor
 from edgekit.model.config import ModelConfig
+from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
 
 
@@ -114,6 +115,7 @@ class ReferenceForward:
             if w.group_size == PER_TENSOR and w.format.startswith("ek_t"):
                 return w.values()[:, : w.cols].astype(np.float32), w.scales[0, 0].astype(np.float32)
             return w.dequantize(), np.float32(1.0)
+        w = materialize(w)
         if self.config.ternary_weights and name + ".scale" in self.w:
             return w, self.w[name + ".scale"]
         return w, np.float32(1.0)

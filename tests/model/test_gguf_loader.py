@@ -33,8 +33,8 @@ def test_each_tensor_type_loads_as_gguf_dequantizes_it(tmp_path, hf_model, model
     np.testing.assert_array_equal(t["tok_embeddings"], stored["token_embd.weight"])
     np.testing.assert_array_equal(t["layers.1.w2"], stored["blk.1.ffn_down.weight"])
     # q/k come back in rotate-half order: permuting them again gives exactly what the file stores.
-    np.testing.assert_array_equal(llama_cpp_permute(t["layers.0.wq"], 4), stored["blk.0.attn_q.weight"])
-    np.testing.assert_array_equal(llama_cpp_permute(t["layers.1.wk"], 2), stored["blk.1.attn_k.weight"])
+    np.testing.assert_array_equal(llama_cpp_permute(np.asarray(t["layers.0.wq"]), 4), stored["blk.0.attn_q.weight"])
+    np.testing.assert_array_equal(llama_cpp_permute(np.asarray(t["layers.1.wk"]), 2), stored["blk.1.attn_k.weight"])
     assert weight_type in model.metadata["gguf.tensor_types"]
 
 

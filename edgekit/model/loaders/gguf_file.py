@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, CorruptCheckpointError, EdgekitError, TokenizerError, UnsupportedModelError
 from edgekit.model.config import ModelConfig, RopeConfig
+from edgekit.model.lazy import LazyArray
 from edgekit.model.loaders.common import interleaved_to_half
 from edgekit.model.model import Model
 from edgekit.model.tokenizer import Tokenizer, build_gpt2_bpe_tokenizer, build_spm_bpe_tokenizer
@@ -48,18 +49,14 @@ def load_gguf(path: Path) -> Model:
     if arch not in GGUF_ARCHITECTURES:
         raise UnsupportedModelError(f"GGUF architecture {arch!r} is not supported; supported: {GGUF_ARCHITECTURES}",
                                     path=path)
-    tensors = _tensors(reader, path)
+    entries = _entries(reader, path)
     try:
-        config = _config(fields, tensors, path)
+        config = _config(fields, set(entries), path)
         tokenizer = _tokenizer(fields, path)
     except (TypeError, ValueError) as exc:  # a metadata value of the wrong type
         raise CorruptCheckpointError(f"metadata value of the wrong type ({exc})", path=path) from None
-    for name, n in (("wq", config.n_heads), ("wk", config.n_kv_heads), ("bq", config.n_heads),
-                    ("bk", config.n_kv_heads)):
-        for i in range(config.n_layers):
-            key = f"layers.{i}.{name}"
-            if key in tensors:
-                tensors[key] = _unpermute(tensors[key], n, key, path)
+    heads = {"wq": config.n_heads, "bq": config.n_heads, "wk": config.n_kv_heads, "bk": config.n_kv_heads}
+    tensors = {name: _tensor(t, name, heads.get(name.rsplit(".", 1)[-1]), path) for name, t in entries.items()}
     return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="gguf",
                  metadata={"gguf.tensor_types": ",".join(sorted({t.tensor_type.name for t in reader.tensors}))})
 
@@ -101,10 +98,9 @@ def _fields(reader, path: Path) -> dict[str, Any]:
     return out
 
 
-def _tensors(reader, path: Path) -> dict[str, np.ndarray]:
-    from gguf import quants
-
-    tensors = {}
+def _entries(reader, path: Path) -> dict:
+    """Canonical name -> gguf-py tensor, rejecting unknown names and unsupported types by name."""
+    entries = {}
     for t in reader.tensors:
         name = _canonical(t.name)
         if name is None:
@@ -113,16 +109,33 @@ def _tensors(reader, path: Path) -> dict[str, np.ndarray]:
             raise UnsupportedModelError(f"tensor {t.name!r} has type {t.tensor_type.name}; supported: "
                                         f"{GGUF_TENSOR_TYPES}", path=path,
                                         fix="re-quantize with one of the supported types")
-        try:
-            array = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-            shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
-            tensors[name] = array.reshape(shape) if len(shape) > 1 else array.reshape(-1)
-        except EdgekitError:
-            raise
-        except Exception as exc:
-            raise CorruptCheckpointError(f"tensor {t.name!r} cannot be read ({type(exc).__name__}: {exc})",
-                                         path=path) from None
-    return tensors
+        entries[name] = t
+    return entries
+
+
+def _tensor(t, name: str, rope_heads: int | None, path: Path) -> np.ndarray | LazyArray:
+    """Matrices stay `LazyArray`s (dequantized on use); vectors are read now. q/k rows (and biases) are
+    permuted back from llama.cpp's adjacent-pair order."""
+    from gguf import quants
+
+    shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
+
+    def read() -> np.ndarray:
+        array = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+        return _unpermute(array, rope_heads, name, path) if rope_heads else array
+
+    if len(shape) > 1:
+        if rope_heads and shape[0] % (2 * rope_heads):
+            raise CorruptCheckpointError(f"tensor {name!r} has {shape[0]} rows, not a multiple of "
+                                         f"2 x {rope_heads} heads", path=path)
+        return LazyArray(shape, read, path, name)
+    try:
+        return read().reshape(-1)
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        raise CorruptCheckpointError(f"tensor {t.name!r} cannot be read ({type(exc).__name__}: {exc})",
+                                     path=path) from None
 
 
 def _canonical(name: str) -> str | None:
@@ -156,7 +169,7 @@ def _int(fields: dict, key: str, path: Path, default: int | None = None) -> int:
         raise ConfigError(f"GGUF metadata {key!r} = {value!r} is not an integer", path=path) from None
 
 
-def _config(fields: dict, tensors: dict[str, np.ndarray], path: Path) -> ModelConfig:
+def _config(fields: dict, tensors: set[str], path: Path) -> ModelConfig:
     a = "llama."
     dim = _int(fields, a + "embedding_length", path)
     n_heads = _int(fields, a + "attention.head_count", path)

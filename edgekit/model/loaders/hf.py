@@ -8,6 +8,7 @@ uint8 weights with `weight_scale`, or float master weights ternarized on load (a
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -20,6 +21,7 @@ from edgekit.errors import (ConfigError, CorruptCheckpointError, ModelNotFoundEr
                             UnsupportedModelError)
 from edgekit.model.config import ModelConfig, RopeConfig
 from edgekit.model.loaders.common import read_json, require_file
+from edgekit.model.lazy import LazyArray, materialize
 from edgekit.model.model import Model
 from edgekit.model.ternary import absmean_ternarize, unpack_hf_bitnet
 from edgekit.model.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_json
@@ -172,7 +174,7 @@ def _ternarize(tensors: dict[str, np.ndarray], config: ModelConfig, mode: str, p
     for i in range(config.n_layers):
         for kind in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"):
             name = f"layers.{i}.{kind}"
-            weight = tensors.get(name)
+            weight = materialize(tensors.get(name))
             if weight is None:
                 continue  # reported as missing by Model validation
             weight_scale = tensors.pop(name + ".weight_scale", None)
@@ -235,50 +237,55 @@ def canonical_name(hf_name: str) -> str | None:
     return None
 
 
-_SAFETENSORS_DTYPES = ("F32", "F16", "BF16", "U8")  # U8 only for packed BitNet weights
+_SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "U8": "u1"}  # U8: packed BitNet weights
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as float32 (F32/F16 via safetensors; BF16 widened by a shift);
-    U8 tensors (packed BitNet trits) stay uint8.
+def read_safetensors(path: Path) -> dict[str, np.ndarray | LazyArray]:
+    """The tensors of a safetensors file: matrices as `LazyArray`s, the rest read now, all float32
+    (U8 tensors, packed BitNet trits, stay uint8).
 
-    safetensors' numpy API cannot return bfloat16, so BF16 tensors are read as uint16 at the offsets
-    given in the file's own JSON header and widened: a bf16 value is the top half of a float32.
+    safetensors validates the header; the data is then read at the header's offsets, which also covers
+    BF16, which safetensors' numpy API cannot return (a bf16 value is the top half of a float32).
     """
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as handle:
-            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
-            bad = {n: d for n, d in dtypes.items() if d not in _SAFETENSORS_DTYPES}
-            if bad:
-                name, dtype = next(iter(bad.items()))
-                raise UnsupportedModelError(f"tensor {name!r} has dtype {dtype}; supported: "
-                                            f"{sorted(_SAFETENSORS_DTYPES)}", path=path)
-            out = {n: handle.get_tensor(n) for n, d in dtypes.items() if d != "BF16"}
-            out = {n: a if a.dtype == np.uint8 else a.astype(np.float32) for n, a in out.items()}
-    except UnsupportedModelError:
-        raise
+            names = list(handle.keys())
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
     except Exception as exc:  # safetensors raises SafetensorError / OSError / others on damaged files
         raise CorruptCheckpointError(f"not a readable safetensors file ({exc})", path=path,
                                      fix="re-download the file") from None
-    bf16 = [n for n, d in dtypes.items() if d == "BF16"]
-    if bf16:
-        out.update(_read_bf16(path, bf16))
-    return out
-
-
-def _read_bf16(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    out = {}
+    out: dict[str, np.ndarray | LazyArray] = {}
     for name in names:
-        start, end = header[name]["data_offsets"]
-        bits = np.frombuffer(data[start:end].tobytes(), dtype="<u2").astype(np.uint32) << 16
-        out[name] = bits.view(np.float32).reshape(header[name]["shape"])
+        info = header[name]
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise UnsupportedModelError(f"tensor {name!r} has dtype {info['dtype']}; supported: "
+                                        f"{sorted(_SAFETENSORS_DTYPES)}", path=path)
+        read = functools.partial(_read_entry, path, 8 + header_len, info)
+        if len(info["shape"]) == 2 and info["dtype"] != "U8":
+            out[name] = LazyArray(tuple(info["shape"]), read, path, name)
+        else:
+            try:
+                out[name] = read()
+            except (OSError, ValueError) as exc:
+                raise CorruptCheckpointError(f"tensor {name!r} cannot be read ({exc})", path=path) from None
     return out
+
+
+def _read_entry(path: Path, data_start: int, info: dict) -> np.ndarray:
+    """One tensor at its header offsets, as float32 (uint8 for U8)."""
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+    start, end = info["data_offsets"]
+    count = (end - start) // dtype.itemsize
+    raw = np.fromfile(path, dtype=dtype, count=count, offset=data_start + start)
+    if info["dtype"] == "U8":
+        return raw.reshape(info["shape"])
+    if info["dtype"] == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32).reshape(info["shape"])
 
 
 def _token_id(value: Any) -> list[int]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import CorruptCheckpointError, ModelNotFoundError, TokenizerError, UnsupportedModelError
 from edgekit.model.config import ModelConfig, RopeConfig
+from edgekit.model.lazy import LazyArray
 from edgekit.model.loaders.common import interleaved_to_half
 from edgekit.model.model import Model
 from edgekit.model.ternary import unpack_bitllama2c
@@ -109,21 +110,29 @@ def _read_legacy(path: Path, head: bytes) -> tuple[ModelConfig, dict[str, np.nda
         sizes.append(("output", (c.vocab_size, dim)))
     n_floats = sum(int(np.prod(shape)) for _, shape in sizes)
     _check_size(path, 28 + 4 * n_floats, "llama2.c")
-    data = np.memmap(path, dtype="<f4", mode="r", offset=28, shape=(n_floats,))
-    tensors: dict[str, np.ndarray] = {}
-    offset = 0
+    tensors: dict[str, np.ndarray | LazyArray] = {}
+    offset = 28  # bytes
     for name, shape in sizes:
-        count = int(np.prod(shape))
-        block = np.asarray(data[offset:offset + count]).reshape(shape)
-        offset += count
-        if name == "freq_cis":
-            continue
         if name in _PER_LAYER:
+            per_layer = shape[1:]
             for i in range(layers):
-                tensors[f"layers.{i}.{name}"] = _canonical(block[i], name, config)
-        else:
-            tensors[name] = block
+                tensors[f"layers.{i}.{name}"] = _matrix(path, offset, per_layer, name, config, f"layers.{i}.{name}")
+                offset += 4 * int(np.prod(per_layer))
+            continue
+        if name != "freq_cis":
+            tensors[name] = _matrix(path, offset, shape, name, config, name)
+        offset += 4 * int(np.prod(shape))
     return config, tensors
+
+
+def _matrix(path: Path, offset: int, shape: tuple[int, ...], kind: str, config: ModelConfig,
+            name: str) -> np.ndarray | LazyArray:
+    """A float32 block at `offset`: matrices lazily (q/k reordered when read), vectors now."""
+    def read() -> np.ndarray:
+        block = np.fromfile(path, dtype="<f4", count=int(np.prod(shape)), offset=offset).reshape(shape)
+        return _canonical(block, kind, config)
+
+    return LazyArray(shape, read, path, name) if len(shape) == 2 else read()
 
 
 def _canonical(weight: np.ndarray, name: str, config: ModelConfig) -> np.ndarray:
