@@ -53,8 +53,10 @@ def recipes_for_float_model() -> list[Recipe]:
 
 
 def recipes_for_ternary_model() -> list[Recipe]:
-    return [Recipe("ternary ek_t2, packed losslessly", rtn("ek_t2")),
-            Recipe("ternary ek_t1 (1.6 bit), packed losslessly", rtn("ek_t1"))]
+    exact = lambda fmt: lambda model: quantize_model(model, QuantizeConfig(format=fmt, embedding_format="f32"))
+    return [Recipe("ternary ek_t2 + f32 embeddings (lossless)", exact("ek_t2")),
+            Recipe("ternary ek_t1 (1.6 bit) + f32 embeddings (lossless)", exact("ek_t1")),
+            Recipe("ternary ek_t1 + f16 embeddings (default)", rtn("ek_t1"))]
 
 
 def measure(source: Model, recipe: Recipe, text: Path) -> dict:
