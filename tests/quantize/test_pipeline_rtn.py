@@ -55,9 +55,12 @@ def test_overrides_keep_float_and_embedding_formats(stories):
 
 
 @pytest.mark.parametrize("name", BITNET)
-def test_natively_ternary_models_pack_losslessly(models, name):
+def test_natively_ternary_models_pack_losslessly(models, name, tmp_path):
+    from edgekit.model.loaders.edgekit_file import save_model
+
     source = load(models / "bitnet" / name)
-    packed = quantize_model(source, QuantizeConfig(format="ek_t1", embedding_format="f32"))
+    packed = load(save_model(quantize_model(source, QuantizeConfig(format="ek_t1", embedding_format="f32")),
+                             tmp_path / "packed.edgekit"))
     for key, weight in source.tensors.items():
         if key.endswith(".scale"):
             continue
