@@ -213,6 +213,34 @@ def quantize(model: Path = MODEL_ARG,
                   f"{info['linear_bits_per_weight']:.3f} in the linear layers")
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Export a model to another runtime's file format.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(model: Path = MODEL_ARG,
+                    output: Path = typer.Option(..., "--output", "-o", help="Output .gguf file."),
+                    float_type: str = typer.Option("F32", "--float-type", help="Type of unpacked float matrices: "
+                                                   "F32 or F16."),
+                    requantize: Optional[str] = typer.Option(None, "--requantize", help="Requantize tensors GGUF "
+                                                             "cannot hold exactly to Q8_0, Q4_0, F16 or F32."),
+                    tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
+    """Write a llama-architecture GGUF that llama.cpp runs on its own (packed formats map without requantizing)."""
+    from edgekit.export.gguf_writer import export_gguf
+
+    report = export_gguf(_load(model, tokenizer, bit_order), output, float_type=float_type, requantize=requantize)
+    table = Table(title=f"{output}: {len(report.tensors)} tensors")
+    for column in ("GGUF type", "tensors", "exact", "max abs error"):
+        table.add_column(column, justify="right" if column != "GGUF type" else "left")
+    for gguf_type in sorted({t.gguf_type for t in report.tensors}):
+        group = [t for t in report.tensors if t.gguf_type == gguf_type]
+        table.add_row(gguf_type, str(len(group)), f"{sum(t.exact for t in group)}/{len(group)}",
+                      f"{max(t.max_abs_error for t in group):.3g}")
+    console.print(table)
+    for t in report.fallbacks:
+        console.print(f"[yellow]{t.name}[/yellow]: {t.source_format} -> {t.gguf_type} ({t.note})", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point with the single error boundary; click itself handles --help and usage errors (exit 2)."""
     try:

@@ -71,12 +71,19 @@ class Tokenizer:
 
 
 class HFTokenizer(Tokenizer):
-    """A `tokenizers.Tokenizer` (from tokenizer.json or built from a GGUF/llama2.c vocabulary)."""
+    """A `tokenizers.Tokenizer` (from tokenizer.json or built from a GGUF/llama2.c vocabulary).
 
-    def __init__(self, backend, *, bos_id: int | None, eos_ids: Sequence[int], add_bos: bool, source: str):
+    `vocab` keeps the vocabulary it was built from, for exporters that need it again (GGUF): for
+    sentencepiece-style vocabularies {"model": "llama", "tokens", "scores", "types", "add_space_prefix"},
+    for byte-level BPE {"model": "gpt2", "tokens", "merges", "types", "pre"}; None for tokenizer.json.
+    """
+
+    def __init__(self, backend, *, bos_id: int | None, eos_ids: Sequence[int], add_bos: bool, source: str,
+                 vocab: dict | None = None):
         super().__init__(vocab_size=backend.get_vocab_size(with_added_tokens=True), bos_id=bos_id,
                          eos_ids=eos_ids, add_bos=add_bos, source=source)
         self.backend = backend
+        self.vocab = vocab
 
     def _encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -167,7 +174,9 @@ def build_spm_bpe_tokenizer(pieces: Sequence[str], scores: Sequence[float], type
                                         + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
     specials = [pieces[i] for i, t in enumerate(types) if t in (TOKEN_CONTROL, TOKEN_UNKNOWN)]
     backend.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in specials])
-    return HFTokenizer(backend, bos_id=bos_id, eos_ids=eos_ids, add_bos=add_bos, source=source)
+    vocab_spec = {"model": "llama", "tokens": list(pieces), "scores": [float(x) for x in scores], "types": types,
+                  "add_space_prefix": add_space_prefix, "unk_id": unk_id}
+    return HFTokenizer(backend, bos_id=bos_id, eos_ids=eos_ids, add_bos=add_bos, source=source, vocab=vocab_spec)
 
 
 def build_gpt2_bpe_tokenizer(tokens: Sequence[str], merges: Sequence[str], types: Sequence[int] | None, *,
@@ -197,7 +206,8 @@ def build_gpt2_bpe_tokenizer(tokens: Sequence[str], merges: Sequence[str], types
     types = list(types) if types is not None else [TOKEN_NORMAL] * len(tokens)
     specials = [tokens[i] for i, t in enumerate(types) if t in (TOKEN_CONTROL, TOKEN_USER)]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return HFTokenizer(backend, bos_id=bos_id, eos_ids=eos_ids, add_bos=add_bos, source=source)
+    vocab_spec = {"model": "gpt2", "tokens": list(tokens), "merges": list(merges), "types": types, "pre": pre}
+    return HFTokenizer(backend, bos_id=bos_id, eos_ids=eos_ids, add_bos=add_bos, source=source, vocab=vocab_spec)
 
 
 def _guess_type(piece: str, index: int) -> int:
@@ -213,7 +223,7 @@ def tokenizer_to_blob(tokenizer: Tokenizer) -> tuple[dict, bytes]:
     spec = {"bos_id": tokenizer.bos_id, "eos_ids": list(tokenizer.eos_ids), "add_bos": tokenizer.add_bos,
             "source": tokenizer.source}
     if isinstance(tokenizer, HFTokenizer):
-        return {**spec, "kind": "tokenizers"}, tokenizer.backend.to_str().encode("utf-8")
+        return {**spec, "kind": "tokenizers", "vocab": tokenizer.vocab}, tokenizer.backend.to_str().encode("utf-8")
     if isinstance(tokenizer, SentencePieceTokenizer):
         return {**spec, "kind": "sentencepiece"}, tokenizer.sp.serialized_model_proto()
     raise TokenizerError(f"cannot serialise a {type(tokenizer).__name__}")
@@ -234,5 +244,7 @@ def tokenizer_from_blob(spec: dict, blob: bytes, source: str) -> Tokenizer:
         except Exception as exc:  # UnicodeDecodeError or the tokenizers parse error
             raise TokenizerError(f"embedded tokenizer is unreadable ({type(exc).__name__}: {exc})",
                                  path=source) from None
-        return HFTokenizer(backend, bos_id=bos, eos_ids=eos, add_bos=add_bos, source=source)
+        vocab = spec.get("vocab")
+        return HFTokenizer(backend, bos_id=bos, eos_ids=eos, add_bos=add_bos, source=source,
+                           vocab=vocab if isinstance(vocab, dict) else None)
     raise TokenizerError(f"unknown embedded tokenizer kind {kind!r}", path=source)
