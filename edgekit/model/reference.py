@@ -94,6 +94,9 @@ class ReferenceForward:
     An optional `observer(event, array)` sees every linear layer's input as it enters the matmul
     (event = the weight's name, array [T, in]) and every block's output (event "layers.{i}.output",
     [T, dim]): what calibration (GPTQ Hessians) and per-layer error tables need.
+
+    Weights are unpacked on first use and kept by this instance: after replacing tensors in
+    `model.tensors`, call `forget(name)` (or build a new instance).
     """
 
     def __init__(self, model: Model, observer: Observer | None = None):
@@ -102,14 +105,27 @@ class ReferenceForward:
         self.w = model.tensors
         self.observer = observer
         self.inv_freq = rope_inv_freq(self.config, self.w.get("rope_freqs"))
+        self._dense: dict[str, tuple[np.ndarray, np.float32 | np.ndarray]] = {}
 
     def weight(self, name: str) -> tuple[np.ndarray, np.float32 | np.ndarray]:
-        """(W, post_scale) with y = (x @ W.T) * post_scale.
+        """(W, post_scale) with y = (x @ W.T) * post_scale, unpacked on first use and kept for this instance.
 
         Ternary weights with one scale keep W as exact trits, so with int8 activations the matmul is an
         exact integer sum and the scales are applied once, as the integer kernels do. Other packed
-        tensors are dequantized on the fly.
+        tensors are dequantized (and lazy ones read) when first used.
         """
+        if name not in self._dense:
+            self._dense[name] = self._unpack(name)
+        return self._dense[name]
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop the unpacked copy of one weight (or all), so the next use reads `model.tensors` again."""
+        if name is None:
+            self._dense.clear()
+        else:
+            self._dense.pop(name, None)
+
+    def _unpack(self, name: str) -> tuple[np.ndarray, np.float32 | np.ndarray]:
         w = self.w[name]
         if isinstance(w, QuantizedTensor):
             if w.group_size == PER_TENSOR and w.format.startswith("ek_t"):

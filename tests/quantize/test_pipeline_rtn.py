@@ -85,7 +85,7 @@ def test_int8_perplexity_within_half_a_percent(stories, tinystories):
 
 def test_nan_weights_are_refused_by_name(stories):
     tensors = dict(stories.tensors)
-    bad = tensors["layers.3.w1"].copy()
+    bad = np.array(tensors["layers.3.w1"])
     bad[2, 5] = np.nan
     tensors["layers.3.w1"] = bad
     broken = Model(stories.config, tensors, stories.tokenizer, stories.source, stories.source_format)
