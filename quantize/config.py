@@ -13,8 +13,10 @@ from edgekit.formats import FORMATS, PER_CHANNEL, PER_TENSOR, get_format
 from edgekit.model.config import ACT_QUANTS
 
 CONFIG_VERSION = 1
-TERNARY_METHODS = ("absmean",)
-INT_METHODS = ("rtn",)
+TERNARY_METHODS = ("absmean", "gptq")
+INT_METHODS = ("rtn", "gptq")
+ROTATIONS = ("hadamard",)
+MIN_CALIBRATION_TOKENS = 128
 
 
 @dataclass
@@ -29,6 +31,15 @@ class QuantizeConfig:
     - `overrides`: regex over canonical tensor names (`layers.0.w2`, ...) -> format, applied in order, as
       llama.cpp's `--tensor-type`; `keep_float`: regexes of linear weights kept in f16.
     - `act_quant`: activations of the packed model ("none" or "int8_absmax"); None keeps the source's.
+    - `rotate`: "hadamard" folds the norms and rotates the residual stream by a randomized Hadamard matrix
+      (QuaRot) before quantizing, seeded by `rotate_seed`; None leaves the model as it is. A tied embedding
+      becomes an untied `output` in `output_format`.
+    - GPTQ (`method="gptq"`, for the block linears in `format`; embeddings and output use RTN/absmean):
+      calibration text from `calib_path` (or `calib_text` passed to `quantize_model`), documents split at
+      `<|endoftext|>` starting at document `calib_first_document`, each BOS-prefixed and cut to
+      `calib_seq_len` tokens (None: the model's context), at most `calib_tokens` tokens in all;
+      `gptq_block_size` columns per lazy batch update, `gptq_damp` the fraction of the mean Hessian
+      diagonal added to it, `act_order` quantizes columns by decreasing Hessian diagonal (static groups).
     """
 
     format: str = "ek_t2"
@@ -39,6 +50,15 @@ class QuantizeConfig:
     overrides: dict[str, str] = field(default_factory=dict)
     keep_float: list[str] = field(default_factory=list)
     act_quant: str | None = None
+    rotate: str | None = None
+    rotate_seed: int = 0
+    calib_path: str | None = None
+    calib_first_document: int = 0
+    calib_tokens: int = 8192
+    calib_seq_len: int | None = None
+    gptq_block_size: int = 128
+    gptq_damp: float = 0.01
+    act_order: bool = False
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -60,6 +80,31 @@ class QuantizeConfig:
                 raise ConfigError(f"bad tensor-name pattern {pattern!r}: {exc}") from None
         if self.act_quant is not None and self.act_quant not in ACT_QUANTS:
             raise ConfigError(f"act_quant {self.act_quant!r} is not one of {ACT_QUANTS}")
+        self.validate_rotation()
+        self.validate_gptq()
+
+    def validate_rotation(self) -> None:
+        if self.rotate is not None and self.rotate not in ROTATIONS:
+            raise ConfigError(f"rotate {self.rotate!r} is not supported; use one of {ROTATIONS} or None")
+        check_int("rotate_seed", self.rotate_seed, minimum=0)
+
+    def validate_gptq(self) -> None:
+        check_int("calib_first_document", self.calib_first_document, minimum=0)
+        check_int("calib_tokens", self.calib_tokens, minimum=MIN_CALIBRATION_TOKENS)
+        if self.calib_seq_len is not None:
+            check_int("calib_seq_len", self.calib_seq_len, minimum=2)
+        check_int("gptq_block_size", self.gptq_block_size, minimum=1)
+        damp = self.gptq_damp
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp <= 1:
+            raise ConfigError(f"gptq_damp must be a number in (0, 1] (a fraction of the mean Hessian diagonal), "
+                              f"got {damp!r}", fix="the GPTQ paper uses 0.01")
+        if not isinstance(self.act_order, bool):
+            raise ConfigError(f"act_order must be true or false, got {self.act_order!r}")
+        if self.calib_path is not None and not isinstance(self.calib_path, str):
+            raise ConfigError(f"calib_path must be a path string, got {self.calib_path!r}")
+        if self.method != "gptq" and (self.act_order or self.calib_path is not None):
+            raise ConfigError(f"act_order and calib_path only apply to method 'gptq', not {self.method!r}",
+                              fix="set method='gptq' or drop them")
 
     def default_group_size(self, fmt_name: str) -> int:
         fmt = get_format(fmt_name)
@@ -107,6 +152,12 @@ class QuantizeConfig:
         if not isinstance(data, dict):
             raise ConfigError("quantize config must be a JSON object")
         return cls.from_dict(data)
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise `ConfigError` unless `value` is an integer >= `minimum` (booleans are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 ALL_FORMATS = tuple(sorted(FORMATS))
