@@ -170,7 +170,8 @@ def quantize(model: Path = MODEL_ARG,
              output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit file."),
              fmt: str = typer.Option("ek_t2", "--format", help="Format of the linear weights (ek_t2, ek_t1, "
                                                                "ek_i2/3/4, ek_u2/3/4, ek_i8, f16)."),
-             method: str = typer.Option("absmean", "--method", help="absmean (ternary) or rtn (intN)."),
+             method: str = typer.Option("absmean", "--method", help="absmean (ternary), rtn (intN) or gptq "
+                                        "(both; needs --calib)."),
              group_size: Optional[int] = typer.Option(None, "--group-size", help="Weights per scale: 32/64/128, "
                                                       "0 per channel, -1 per tensor (default: the format's)."),
              embedding_format: str = typer.Option("f16", "--embedding-format", help="Format of tok_embeddings."),
@@ -181,6 +182,15 @@ def quantize(model: Path = MODEL_ARG,
                                                 "(repeatable), as llama.cpp's --tensor-type."),
              act_quant: Optional[str] = typer.Option(None, "--act-quant", help="none or int8_absmax "
                                                      "(default: the source model's)."),
+             rotate: Optional[str] = typer.Option(None, "--rotate", help="hadamard: fold norms and rotate the "
+                                                  "residual stream (QuaRot) before quantizing."),
+             calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text for GPTQ (documents "
+                                                  "separated by <|endoftext|>)."),
+             calib_tokens: int = typer.Option(8192, "--calib-tokens", help="Calibration tokens at most."),
+             calib_first_document: int = typer.Option(0, "--calib-first-document", help="Skip the documents "
+                                                      "before this one (keep them for evaluation)."),
+             act_order: bool = typer.Option(False, "--act-order", help="GPTQ: quantize columns by decreasing "
+                                            "Hessian diagonal."),
              tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
     """Quantize a checkpoint into a packed .edgekit file, with a progress bar per tensor."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -196,7 +206,9 @@ def quantize(model: Path = MODEL_ARG,
         overrides[pattern] = target
     config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
                             output_format=output_format, overrides=overrides, keep_float=list(keep_float),
-                            act_quant=act_quant)
+                            act_quant=act_quant, rotate=rotate, calib_path=str(calib) if calib else None,
+                            calib_tokens=calib_tokens, calib_first_document=calib_first_document,
+                            act_order=act_order)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("quantizing", total=None)

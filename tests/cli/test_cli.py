@@ -107,3 +107,22 @@ def test_quantize_inspect_and_compare(models, tinystories, tmp_path):
 def test_quantize_bad_format_lists_the_valid_ones(models, tmp_path):
     result = edgekit_cli("quantize", models / "stories260K.bin", "-o", tmp_path / "x.edgekit", "--format", "q4_k")
     assert result.returncode == 1 and "ek_t2" in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_quantize_with_gptq_and_rotation(models, tinystories, tmp_path):
+    out = tmp_path / "g.edgekit"
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", out, "--format", "ek_i3", "--method", "gptq",
+                         "--calib", tinystories, "--calib-first-document", "40", "--calib-tokens", "2048",
+                         "--act-order", "--rotate", "hadamard")
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(json.loads(edgekit_cli("inspect", out, "--json").stdout)["metadata"]["recipe"])
+    assert recipe["method"] == "gptq" and recipe["rotate"] == "hadamard" and recipe["act_order"] is True
+
+
+def test_gptq_with_too_little_text_writes_nothing(models, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Once upon a time.")
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", tmp_path / "g.edgekit", "--format", "ek_i4",
+                         "--method", "gptq", "--calib", short)
+    assert result.returncode == 1 and "token" in result.stderr
+    assert not (tmp_path / "g.edgekit").exists()
