@@ -6,7 +6,8 @@ Every row quantizes a real checkpoint with one recipe and compares it with its f
 ternary) source on the TinyStories sample: bits per weight of the linear layers, perplexity, mean KL
 divergence and top-1 agreement (`edgekit.quantize.evaluate.compare_models`). Calibration and training
 text (GPTQ, QAT) uses documents 40 and later; evaluation uses the first 40, so no row is scored on text
-it was fitted to.
+it was fitted to. Hadamard rows fold the norms and untie the output matrix (kept in the recipe's
+`output_format`, ek_i8 g32 by default).
 """
 
 from __future__ import annotations
@@ -41,15 +42,22 @@ def rtn(fmt: str, group: int | None = None) -> Callable[[Model], Model]:
     return lambda model: quantize_model(model, QuantizeConfig(format=fmt, method=method, group_size=group))
 
 
-def recipes_for_float_model() -> list[Recipe]:
-    return [
-        Recipe("int8 RTN per channel", rtn("ek_i8")),
-        Recipe("int4 RTN g32 (Q4_0 grid)", rtn("ek_i4", 32)),
-        Recipe("int4 RTN g32 zero-point", rtn("ek_u4", 32)),
-        Recipe("int3 RTN g32", rtn("ek_i3", 32)),
-        Recipe("int2 RTN g32", rtn("ek_i2", 32)),
-        Recipe("ternary absmean per tensor (PTQ)", rtn("ek_t2")),
-    ]
+def gptq(fmt: str, group: int | None, text: Path, rotate: str | None = None) -> Callable[[Model], Model]:
+    config = QuantizeConfig(format=fmt, method="gptq", group_size=group, calib_path=str(text),
+                            calib_first_document=EVAL_DOCUMENTS, act_order=True, rotate=rotate)
+    return lambda model: quantize_model(model, config)
+
+
+def recipes_for_float_model(text: Path) -> list[Recipe]:
+    rows = [Recipe("int8 RTN per channel", rtn("ek_i8", 0)), Recipe("int8 RTN g32 (Q8_0 grid)", rtn("ek_i8", 32))]
+    for fmt, label in (("ek_i4", "int4"), ("ek_u4", "int4 zero-point"), ("ek_i3", "int3"), ("ek_i2", "int2"),
+                       ("ek_t2", "ternary")):
+        group = None if fmt == "ek_t2" else 32
+        shape = "per tensor" if fmt == "ek_t2" else "g32"
+        rows += [Recipe(f"{label} {shape} {'absmean' if fmt == 'ek_t2' else 'RTN'}", rtn(fmt, group)),
+                 Recipe(f"{label} {shape} GPTQ act-order", gptq(fmt, group, text)),
+                 Recipe(f"{label} {shape} Hadamard + GPTQ act-order", gptq(fmt, group, text, "hadamard"))]
+    return rows
 
 
 def recipes_for_ternary_model() -> list[Recipe]:
@@ -84,16 +92,40 @@ def render(sections: list[tuple[str, list[dict]]]) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's quality targets on stories260K, checked against the measured rows."""
+    def best(prefix: str) -> dict:
+        return min((r for r in rows if r["recipe"].startswith(prefix)), key=lambda r: r["ppl"])
+
+    lines = ["## Targets on stories260K", ""]
+    for prefix, limit in (("int8", 0.005), ("int4", 0.03)):
+        r = best(prefix)
+        excess = r["ppl"] / r["ref_ppl"] - 1
+        verdict = "met" if excess <= limit else "missed"
+        lines.append(f"- {prefix} perplexity within {limit:.1%} of float: {verdict} (best: {r['recipe']}, "
+                     f"{excess:+.2%})")
+    for prefix in ("int3", "int2"):
+        rtn_kl = next(r["kl"] for r in rows if r["recipe"].startswith(prefix) and r["recipe"].endswith("RTN"))
+        gptq_kl = next(r["kl"] for r in rows if r["recipe"].startswith(prefix) and r["recipe"].endswith(
+            "g32 GPTQ act-order"))
+        lines.append(f"- {prefix}: GPTQ KL {gptq_kl:.4f} vs RTN {rtn_kl:.4f}: "
+                     f"{'GPTQ better' if gptq_kl < rtn_kl else 'GPTQ NOT better'}")
+    lines += ["", "Where a target is missed, the issue that set it stays open; only this 260K-parameter model "
+              "(64-wide residual stream) has been measured so far.", ""]
+    return lines
+
+
 def build_table(shared: Path) -> str:
     text = shared / "data" / "tinystories_valid_first112k.txt"
     models = shared / "models"
     sections = []
     stories = load(models / "stories260K.bin")
-    sections.append(("stories260K (float, 260K parameters)", [measure(stories, r, text) for r in recipes_for_float_model()]))
+    stories_rows = [measure(stories, r, text) for r in recipes_for_float_model(text)]
+    sections.append(("stories260K (float, 260K parameters)", stories_rows))
     for name in ("bitllama2c_1M_ternary_msbfirst.bin", "bitllama2c_3M_ternary_lsbfirst.bin"):
         source = load(models / "bitnet" / name)
         sections.append((f"{name} (natively ternary)", [measure(source, r, text) for r in recipes_for_ternary_model()]))
-    return render(sections)
+    return render(sections) + "\n".join(targets(stories_rows))
 
 
 def main() -> None:
