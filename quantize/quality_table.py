@@ -125,7 +125,7 @@ def build_table(shared: Path) -> str:
     for name in ("bitllama2c_1M_ternary_msbfirst.bin", "bitllama2c_3M_ternary_lsbfirst.bin"):
         source = load(models / "bitnet" / name)
         sections.append((f"{name} (natively ternary)", [measure(source, r, text) for r in recipes_for_ternary_model()]))
-    return render(sections) + "\n".join(targets(stories_rows))
+    return render(sections) + "\n\n" + "\n".join(targets(stories_rows))
 
 
 def main() -> None:
