@@ -7,6 +7,7 @@ Every back end (reference, native, llama.cpp, onnxruntime, fpga, bridge) offers 
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -66,10 +67,29 @@ class ReferenceBackend:
         self.cache = KVCache(self.model.config, 1)
 
 
-BACKENDS = {"reference": ReferenceBackend}
+# name -> the class, or "module:Class" imported on first use (so a back end's own dependencies,
+# llama-cpp-python or onnxruntime, are only imported when it is chosen).
+BACKENDS: dict[str, type | str] = {
+    "reference": ReferenceBackend,
+    "native": "edgekit.runtime.native:NativeBackend",
+    "llama.cpp": "edgekit.runtime.llamacpp:LlamaCppBackend",
+    "onnxruntime": "edgekit.runtime.onnxrt:OnnxRuntimeBackend",
+}
+
+
+def backend_class(name: str) -> type:
+    """The back-end class registered under `name` (imported on first use)."""
+    if name not in BACKENDS:
+        raise EdgekitError(f"unknown back end {name!r}; available: {sorted(BACKENDS)}",
+                           fix=f"pass --backend with one of {sorted(BACKENDS)}")
+    entry = BACKENDS[name]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+        BACKENDS[name] = entry
+    return entry
 
 
 def open_backend(model: Model, name: str = "reference", context_length: int | None = None) -> Backend:
-    if name not in BACKENDS:
-        raise EdgekitError(f"unknown back end {name!r}; available: {sorted(BACKENDS)}")
-    return BACKENDS[name](model, context_length)
+    """Open `model` on the named back end; each back end's constructor takes (model, context_length)."""
+    return backend_class(name)(model, context_length)

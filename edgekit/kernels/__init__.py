@@ -1,0 +1,1 @@
+"""Compiled weight kernels (C sources, numpy reference, dispatch): being built."""

@@ -1,0 +1,452 @@
+"""Quantization-aware training (QAT) with distillation from the float model.
+
+    config = QATConfig(format="ek_t2", steps=300, act_quant="int8_absmax")
+    packed = quantize_qat(model, "train.txt", config, checkpoint_dir="qat-run")   # -> packed Model
+
+The student starts as a copy of the float teacher and keeps float32 latent weights; every forward rounds
+them as the packer will (`qat_model.py`: absmean ternary per tensor, or intN RTN per group, optional int8
+activations) with straight-through gradients. The loss is KL(teacher || student) over the vocabulary at
+every position of token windows from user text (BitDistill / LLM-QAT style logit distillation), optionally
+mixed with next-token cross-entropy; AdamW with warmup and a cosine or linear decay, gradient clipping.
+
+Text is read as `evaluate.py` reads it: split at `<|endoftext|>`, stripped, empty documents dropped; the
+documents from `first_document` on are BOS-prefixed and concatenated into one token stream, and each step
+draws `batch_size` windows of `seq_len + 1` tokens at seeded random offsets (llama2.c's batching).
+
+Training is resumable bit for bit: every `checkpoint_every` steps (and at the end) the student weights,
+the optimizer state, the step, the data sampler's and torch's RNG states and the `QATConfig` are written
+atomically to `checkpoint_dir/qat_checkpoint.pt`; `train_qat` with the same `checkpoint_dir` continues from
+it and finishes with the same weights as an uninterrupted run.
+
+Export packs the latent weights with `quantize_model` and `QATConfig.quantize_config()`, the same recipe
+the student's fake quantizers were built from, so the packed trits are the trained ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekit.errors import ConfigError, GenerationError, ModelNotFoundError, QuantizationError
+from edgekit.formats import get_format
+from edgekit.model.config import ACT_QUANTS
+from edgekit.model.model import Model
+from edgekit.model.tokenizer import Tokenizer
+from edgekit.quantize.config import QuantizeConfig
+from edgekit.quantize.evaluate import split_documents
+from edgekit.quantize.pipeline import quantize_model
+from edgekit.quantize.qat_model import TorchLlama, build_torch_model, check_fake_quantizable, float_tensors
+
+log = logging.getLogger(__name__)
+
+QAT_CONFIG_VERSION = 1
+CHECKPOINT_NAME = "qat_checkpoint.pt"
+CHECKPOINT_KIND = "edgekit-qat-checkpoint"
+SCHEDULES = ("cosine", "linear", "constant")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class QATConfig:
+    """The whole recipe of one QAT run; stored in checkpoints and in the packed model's metadata.
+
+    - `format`, `group_size`, `embedding_format`, `output_format`, `act_quant`: the packed model, as in
+      `QuantizeConfig` (ternary formats use absmean per tensor, int formats symmetric RTN; `group_size`
+      None takes the format's default, 32 for int2/3/4); the student fake-quantizes exactly these.
+    - `steps`, `batch_size`, `seq_len`: training length and windows (`seq_len` at most the model context).
+    - `lr`, `warmup_steps`, `schedule` ("cosine", "linear" or "constant"), `min_lr_ratio` (final lr / lr),
+      `weight_decay` (matrices only), `beta1`, `beta2`, `grad_clip` (max global grad norm, 0 disables).
+    - `ce_weight`: loss = (1 - ce_weight) * KL(teacher || student) + ce_weight * cross-entropy; with
+      `temperature` T the KL term compares softmax(z / T) and is scaled by T^2 (Hinton et al. 2015).
+    - `first_document`, `max_documents`: which documents of the text file are trained on; `append_eos` ends
+      each document with the tokenizer's EOS (a model that should stop after one document).
+    - `seed`: data order and torch RNG; `checkpoint_every` (0: only at the end), `log_every` (steps).
+    """
+
+    format: str = "ek_t2"
+    group_size: int | None = None
+    embedding_format: str = "f16"
+    output_format: str = "ek_i8"
+    act_quant: str = "none"
+    steps: int = 200
+    batch_size: int = 8
+    seq_len: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    ce_weight: float = 0.0
+    temperature: float = 1.0
+    first_document: int = 0
+    max_documents: int | None = None
+    append_eos: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    version: int = QAT_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != QAT_CONFIG_VERSION:
+            raise ConfigError(f"QAT config field 'version' is {self.version!r}; this edgekit reads version "
+                              f"{QAT_CONFIG_VERSION}")
+        self.validate_formats()
+        self.validate_training()
+
+    def validate_formats(self) -> None:
+        for name in ("format", "embedding_format", "output_format"):
+            try:
+                get_format(getattr(self, name))
+            except ConfigError as exc:
+                raise ConfigError(f"QAT config field {name!r}: {exc}") from None
+        if get_format(self.format).kind == "float":
+            raise ConfigError(f"QAT config field 'format' must be a ternary or integer format, got {self.format!r}")
+        if self.act_quant not in ACT_QUANTS:
+            raise ConfigError(f"QAT config field 'act_quant' must be one of {ACT_QUANTS}, got {self.act_quant!r}")
+        try:
+            quantize_config = self.quantize_config()
+        except ConfigError as exc:
+            raise ConfigError(f"QAT config field 'group_size': {exc}") from None
+        field = "QAT config field 'group_size'" if self.group_size is not None else "QAT config field 'format'"
+        check_fake_quantizable(self.format, quantize_config.default_group_size(self.format), field)
+        for name in ("embedding_format", "output_format"):
+            fmt_name = getattr(self, name)
+            check_fake_quantizable(fmt_name, quantize_config.default_group_size(fmt_name), f"QAT config field {name!r}")
+
+    def validate_training(self) -> None:
+        for name in ("steps", "batch_size", "seq_len"):
+            check_number(name, getattr(self, name), integer=True, low=1)
+        for name in ("warmup_steps", "first_document", "seed", "checkpoint_every", "log_every"):
+            check_number(name, getattr(self, name), integer=True, low=0)
+        if self.max_documents is not None:
+            check_number("max_documents", self.max_documents, integer=True, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("temperature", self.temperature, low=0, low_open=True)
+        for name in ("min_lr_ratio", "ce_weight"):
+            check_number(name, getattr(self, name), low=0, high=1)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), low=0, high=1, high_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            check_number(name, getattr(self, name), low=0)
+        if not isinstance(self.append_eos, bool):
+            raise ConfigError(f"QAT config field 'append_eos' must be true or false, got {self.append_eos!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"QAT config field 'schedule' must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def quantize_config(self) -> QuantizeConfig:
+        """The `QuantizeConfig` that packs the trained student (and that the student fake-quantizes by)."""
+        method = "absmean" if get_format(self.format).kind == "ternary" else "rtn"
+        return QuantizeConfig(format=self.format, method=method, group_size=self.group_size,
+                              embedding_format=self.embedding_format, output_format=self.output_format,
+                              act_quant=self.act_quant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QATConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown QAT config fields {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QATConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"QAT config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("QAT config must be a JSON object")
+        return cls.from_dict(data)
+
+
+def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, high_open: bool = False) -> None:
+    """Raise `ConfigError` naming the QAT config field unless `value` is a number in the given range."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+        limits = " and ".join(part for part in (lo, hi) if part)
+        raise ConfigError(f"QAT config field {name!r} must be {'an integer' if integer else 'a number'} {limits}, "
+                          f"got {value!r}")
+
+
+# -- training text ---------------------------------------------------------------------------------------------
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file, with edgekit errors for a missing or undecodable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError("training text file not found", path=path,
+                                 fix="pass a UTF-8 text file (documents separated by <|endoftext|>)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenerationError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
+
+
+def token_stream(tokenizer: Tokenizer, text: str, first_document: int = 0, max_documents: int | None = None,
+                 append_eos: bool = False) -> np.ndarray:
+    """Documents `first_document` ... (at most `max_documents`), each BOS-prefixed (and EOS-terminated with
+    `append_eos`), as one int64 stream."""
+    docs = split_documents(text)[first_document:]
+    docs = docs[:max_documents] if max_documents is not None else docs
+    eos = [tokenizer.eos_id] if append_eos and tokenizer.eos_id is not None else []
+    pieces = [np.asarray(tokenizer.encode(doc, add_bos=True) + eos, dtype=np.int64) for doc in docs]
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+
+def check_stream(stream: np.ndarray, seq_len: int, text_path: str | Path, first_document: int) -> None:
+    """Raise `QuantizationError` saying how many tokens are needed when the stream has no full window."""
+    needed = seq_len + 1
+    if stream.size < needed:
+        raise QuantizationError(
+            f"QAT needs at least {needed} tokens of training text (one window of seq_len={seq_len} tokens and "
+            f"the token after it) but the documents from #{first_document} on give {stream.size}", path=text_path,
+            fix="give more text, lower seq_len, or lower first_document")
+
+
+def sample_batch(stream: np.ndarray, rng: np.random.Generator, batch_size: int, seq_len: int) -> torch.Tensor:
+    """`batch_size` windows of `seq_len + 1` tokens at random offsets: int64 [B, seq_len + 1]."""
+    starts = rng.integers(0, stream.size - seq_len, size=batch_size)
+    return torch.from_numpy(np.stack([stream[s:s + seq_len + 1] for s in starts]))
+
+
+def load_training_tokens(model: Model, text_path: str | Path, config: QATConfig) -> np.ndarray:
+    """The training token stream of `config`, checked against the model's context and the window size."""
+    if config.seq_len > model.config.max_seq_len:
+        raise ConfigError(f"QAT config field 'seq_len' ({config.seq_len}) exceeds the model's context of "
+                          f"{model.config.max_seq_len} tokens")
+    stream = token_stream(model.tokenizer, read_text(text_path), config.first_document, config.max_documents,
+                          config.append_eos)
+    check_stream(stream, config.seq_len, text_path, config.first_document)
+    log.info("QAT text %s: %d tokens from document %d on", text_path, stream.size, config.first_document)
+    return stream
+
+
+# -- optimisation ----------------------------------------------------------------------------------------------
+
+def learning_rate(step: int, steps: int, lr: float, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """lr of step `step` (0-based): linear warmup over `warmup_steps`, then cosine/linear decay to
+    `lr * min_lr_ratio` at the last step (or constant)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant" or steps <= warmup_steps + 1:
+        return lr
+    progress = (step - warmup_steps) / (steps - warmup_steps - 1)
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
+
+
+def make_optimizer(net: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (norm weights and biases are not decayed)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    plain = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=False)
+
+
+def optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   grad_clip: float) -> None:
+    """Backward, clip the global gradient norm (0: no clipping), set the lr and take one step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip, foreach=False)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, targets: torch.Tensor,
+                      config: QATConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss, {"kl", "ce"}): (1 - w) * T^2 * KL(teacher_T || student_T) + w * CE, mean over positions."""
+    terms: dict[str, float] = {}
+    loss = torch.zeros(())
+    if config.ce_weight < 1:
+        t = config.temperature
+        logp_s = F.log_softmax(student_logits / t, dim=-1)
+        logp_t = F.log_softmax(teacher_logits / t, dim=-1)
+        kl = (logp_t.exp() * (logp_t - logp_s)).sum(dim=-1).mean() * (t * t)
+        loss = loss + (1 - config.ce_weight) * kl
+        terms["kl"] = float(kl.detach())
+    if config.ce_weight > 0:
+        ce = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), targets.reshape(-1))
+        loss = loss + config.ce_weight * ce
+        terms["ce"] = float(ce.detach())
+    return loss, terms
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingState:
+    """What a run carries from step to step besides the weights and the optimizer."""
+
+    step: int
+    rng: np.random.Generator
+
+
+def model_fingerprint(model: Model) -> str:
+    """sha256 over the teacher's config and float weights: a checkpoint resumes only against the same teacher."""
+    digest = hashlib.sha256(model.config.to_json().encode())
+    for name, array in sorted(float_tensors(model)[1].items()):
+        digest.update(name.encode() + b"\0" + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, net: TorchLlama, optimizer: torch.optim.Optimizer, state: TrainingState,
+                    config: QATConfig, fingerprint: str) -> None:
+    """Write the checkpoint to a temporary file beside `path`, fsync it and rename it into place."""
+    payload = {"kind": CHECKPOINT_KIND, "config": config.to_dict(), "teacher": fingerprint, "step": state.step,
+               "student": net.state_dict(), "optimizer": optimizer.state_dict(),
+               "rng": {"numpy": json.dumps(state.rng.bit_generator.state), "torch": torch.get_rng_state()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("QAT checkpoint at step %d written to %s", state.step, path)
+
+
+def read_checkpoint(path: Path, config: QATConfig, fingerprint: str) -> dict:
+    """Load a checkpoint and check that it belongs to this config and this teacher."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip or torch errors, depending on the damage
+        raise QuantizationError(f"QAT checkpoint is unreadable ({type(exc).__name__}: {exc})", path=path,
+                                fix="delete it to start over") from None
+    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+        raise QuantizationError("not an edgekit QAT checkpoint", path=path, fix="use another checkpoint_dir")
+    saved = payload["config"]
+    changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
+    if changed:
+        raise ConfigError(f"the QAT checkpoint was written with a different config (fields {changed})", path=path,
+                          fix="resume with the same QATConfig, or use a new checkpoint_dir")
+    if payload["teacher"] != fingerprint:
+        raise ConfigError("the QAT checkpoint was trained from a different teacher model", path=path,
+                          fix="resume with the same source model, or use a new checkpoint_dir")
+    return payload
+
+
+def restore_checkpoint(payload: dict, net: TorchLlama, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """Put the saved weights, optimizer state and RNG states back; return the saved step and sampler."""
+    net.load_state_dict(payload["student"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
+    return TrainingState(step=int(payload["step"]), rng=rng)
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+def train_step(student: TorchLlama, teacher: TorchLlama, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
+               lr: float, config: QATConfig) -> dict[str, float]:
+    """One distillation step on a batch [B, T + 1]; returns the loss terms."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    teacher_logits = None
+    if config.ce_weight < 1:
+        with torch.no_grad():
+            teacher_logits = teacher(inputs)
+    loss, terms = distillation_loss(student(inputs), teacher_logits, targets, config)
+    optimizer_step(student, optimizer, loss, lr, config.grad_clip)
+    return {"loss": float(loss.detach()), **terms, "lr": lr}
+
+
+def run_steps(student: TorchLlama, teacher: TorchLlama, optimizer: torch.optim.Optimizer, stream: np.ndarray,
+              state: TrainingState, config: QATConfig, save: Callable[[], None] | None,
+              progress: Progress | None) -> None:
+    """Train from `state.step` to `config.steps`, checkpointing through `save` (before `progress` is told)."""
+    while state.step < config.steps:
+        lr = learning_rate(state.step, config.steps, config.lr, config.warmup_steps, config.schedule,
+                           config.min_lr_ratio)
+        batch = sample_batch(stream, state.rng, config.batch_size, config.seq_len)
+        metrics = train_step(student, teacher, optimizer, batch, lr, config)
+        state.step += 1
+        done = state.step == config.steps
+        if save is not None and (done or (config.checkpoint_every and state.step % config.checkpoint_every == 0)):
+            save()
+        text = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        if config.log_every and (state.step % config.log_every == 0 or done):
+            log.info("QAT step %d/%d: %s", state.step, config.steps, text)
+        if progress is not None:
+            progress(f"QAT {text}", state.step, config.steps)
+
+
+def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoint_dir: str | Path | None = None,
+              progress: Progress | None = None) -> Model:
+    """Distil `teacher` into a fake-quantized student on the text in `text_path`; return the student's float
+    latent weights as a `Model` (pack it with `export_student`, or call `quantize_qat`).
+
+    With `checkpoint_dir` a checkpoint is written every `config.checkpoint_every` steps and at the end, and
+    an existing one (same config, same teacher) is resumed. `progress(description, step, steps)` is called
+    after every step.
+    """
+    stream = load_training_tokens(teacher, text_path, config)
+    torch.manual_seed(config.seed)
+    teacher_net = build_torch_model(teacher, trainable=False)
+    student = build_torch_model(teacher, config.quantize_config())
+    optimizer = make_optimizer(student, config.lr, config.weight_decay, (config.beta1, config.beta2))
+    state = TrainingState(step=0, rng=np.random.default_rng(config.seed))
+    save = None
+    if checkpoint_dir is not None:
+        path, fingerprint = Path(checkpoint_dir) / CHECKPOINT_NAME, model_fingerprint(teacher)
+        if path.exists():
+            state = restore_checkpoint(read_checkpoint(path, config, fingerprint), student, optimizer)
+            log.info("QAT resumed from %s at step %d", path, state.step)
+
+        def save() -> None:
+            save_checkpoint(path, student, optimizer, state, config, fingerprint)
+    run_steps(student, teacher_net, optimizer, stream, state, config, save, progress)
+    return latent_model(teacher, student, config)
+
+
+def latent_model(teacher: Model, student: TorchLlama, config: QATConfig) -> Model:
+    """The student's float32 latent weights as a `Model` with the teacher's tokenizer and the QAT recipe."""
+    metadata = {**teacher.metadata, "qat_config": config.to_json()}
+    return Model(config=student.config, tensors=student.float_tensors(), tokenizer=teacher.tokenizer,
+                 source=teacher.source, source_format=teacher.source_format, metadata=metadata)
+
+
+def export_student(latent: Model, config: QATConfig) -> Model:
+    """Pack a QAT student's latent weights with the registered quantizers of `config`'s formats."""
+    return quantize_model(latent, config.quantize_config())
+
+
+def quantize_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoint_dir: str | Path | None = None,
+                 progress: Progress | None = None) -> Model:
+    """`train_qat`, then `export_student`: the packed model (its metadata records the QAT config)."""
+    return export_student(train_qat(teacher, text_path, config, checkpoint_dir, progress), config)
