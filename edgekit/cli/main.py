@@ -92,26 +92,62 @@ def run(model: Path = MODEL_ARG,
         tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
     """Generate text from a prompt, streaming it, then report prefill and decode speed."""
     from edgekit.model.sampling import SamplingConfig
-    from edgekit.runtime import GenerationStats, TextStream, generate_tokens, open_backend
 
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    loaded = _load(model, tokenizer, bit_order)
-    engine = open_backend(loaded, backend)
-    prompt_ids = loaded.tokenizer.encode(prompt)
-    if not prompt_ids:
-        raise EdgekitError("the prompt encodes to no tokens and the tokenizer adds no BOS",
-                           fix="pass --prompt with some text")
-    stats = GenerationStats()
-    stream = TextStream(loaded.tokenizer, prompt_ids)
-    console.print(stream.emitted, end="", style="bold", highlight=False, markup=False)
-    for token in generate_tokens(engine, prompt_ids, max_tokens, sampling, stats):
-        console.print(stream.push(token), end="", highlight=False, markup=False)
-    console.print()
-    engine.close()
+    stats = _stream_generation(_load(model, tokenizer, bit_order), backend, prompt, max_tokens, sampling)
     err_console.print(
         f"[dim]{backend}: prefill {stats.prompt_tokens} tokens at {stats.prefill_tokens_per_second:.1f} tok/s, "
         f"decode {stats.generated_tokens} tokens at {stats.decode_tokens_per_second:.1f} tok/s "
         f"(stop: {stats.stop_reason})[/dim]")
+
+
+@app.command()
+def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="Prompt text."),
+         max_tokens: int = typer.Option(96, "--max-tokens", "-n", help="Tokens to generate at most."),
+         backend: str = typer.Option("native", "--backend", help="Runtime back end (native, reference)."),
+         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
+         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling.")) -> None:
+    """Run the built-in default model (ternary, trained by edgekit itself) and report what it is and costs."""
+    from edgekit.model.inspect import describe_model
+    from edgekit.model.sampling import SamplingConfig
+    from edgekit.quantize.default_model import default_model_info, default_model_path, load_default_model
+
+    model = load_default_model()
+    info, build = describe_model(model), default_model_info(model)
+    stats = _stream_generation(model, backend, prompt, max_tokens, SamplingConfig(temperature=temperature, seed=seed))
+    quality = build["quality"]
+    table = Table(title="edgekit built-in default model", show_header=False)
+    table.add_row("file", f"{default_model_path()} ({default_model_path().stat().st_size / 1e6:.2f} MB)")
+    table.add_row("parameters", f"{info['parameters']:,} ({model.config.n_layers} layers, dim {model.config.dim})")
+    table.add_row("bits per weight", f"{info['linear_bits_per_weight']:.3f} in the linear layers (ternary), "
+                  f"{info['bits_per_weight']:.3f} overall")
+    table.add_row("quality vs float teacher", f"perplexity {quality['student_perplexity']:.4f} vs "
+                  f"{quality['teacher_perplexity']:.4f}, KL {quality['mean_kl_teacher_student']:.4f} nats, "
+                  f"top-1 {100 * quality['top1_agreement']:.1f}% ({quality['tokens']:,} held-out tokens)")
+    table.add_row(f"speed ({backend})", f"prefill {stats.prefill_tokens_per_second:.1f} tok/s, decode "
+                  f"{stats.decode_tokens_per_second:.1f} tok/s")
+    console.print(table)
+
+
+def _stream_generation(model, backend: str, prompt: str, max_tokens: int, sampling):
+    """Generate from `prompt` on `backend`, streaming the text to the console; return the GenerationStats."""
+    from edgekit.runtime import GenerationStats, TextStream, generate_tokens, open_backend
+
+    engine = open_backend(model, backend)
+    prompt_ids = model.tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise EdgekitError("the prompt encodes to no tokens and the tokenizer adds no BOS",
+                           fix="pass --prompt with some text")
+    stats = GenerationStats()
+    stream = TextStream(model.tokenizer, prompt_ids)
+    console.print(stream.emitted, end="", style="bold", highlight=False, markup=False)
+    try:
+        for token in generate_tokens(engine, prompt_ids, max_tokens, sampling, stats):
+            console.print(stream.push(token), end="", highlight=False, markup=False)
+    finally:
+        engine.close()
+    console.print()
+    return stats
 
 
 @app.command(name="eval")
@@ -170,8 +206,8 @@ def quantize(model: Path = MODEL_ARG,
              output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit file."),
              fmt: str = typer.Option("ek_t2", "--format", help="Format of the linear weights (ek_t2, ek_t1, "
                                                                "ek_i2/3/4, ek_u2/3/4, ek_i8, f16)."),
-             method: str = typer.Option("absmean", "--method", help="absmean (ternary), rtn (intN) or gptq "
-                                        "(both; needs --calib)."),
+             method: str = typer.Option("absmean", "--method", help="absmean (ternary), rtn (intN), gptq "
+                                        "(both; needs --calib) or qat (both; trains on --calib, needs torch)."),
              group_size: Optional[int] = typer.Option(None, "--group-size", help="Weights per scale: 32/64/128, "
                                                       "0 per channel, -1 per tensor (default: the format's)."),
              embedding_format: str = typer.Option("f16", "--embedding-format", help="Format of tok_embeddings."),
@@ -191,8 +227,14 @@ def quantize(model: Path = MODEL_ARG,
                                                       "before this one (keep them for evaluation)."),
              act_order: bool = typer.Option(False, "--act-order", help="GPTQ: quantize columns by decreasing "
                                             "Hessian diagonal."),
+             steps: int = typer.Option(200, "--steps", help="QAT: optimizer steps."),
+             lr: float = typer.Option(1e-3, "--lr", help="QAT: peak learning rate (warm-up, then cosine)."),
+             batch_size: int = typer.Option(8, "--batch-size", help="QAT: sequences per step."),
+             seq_len: int = typer.Option(128, "--seq-len", help="QAT: tokens per sequence."),
+             checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="QAT: save a checkpoint "
+                                                           "here and resume from it when it exists."),
              tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
-    """Quantize a checkpoint into a packed .edgekit file, with a progress bar per tensor."""
+    """Quantize a checkpoint into a packed .edgekit file, with a progress bar per tensor (or per QAT step)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgekit.quantize.config import QuantizeConfig
@@ -204,18 +246,23 @@ def quantize(model: Path = MODEL_ARG,
         if not sep or not pattern:
             raise EdgekitError(f"--tensor-type {item!r} is not REGEX=FORMAT", fix="e.g. --tensor-type 'output=ek_i8'")
         overrides[pattern] = target
-    config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
-                            output_format=output_format, overrides=overrides, keep_float=list(keep_float),
-                            act_quant=act_quant, rotate=rotate, calib_path=str(calib) if calib else None,
-                            calib_tokens=calib_tokens, calib_first_document=calib_first_document,
-                            act_order=act_order)
+    if method == "qat":
+        config = _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size,
+                             seq_len, calib_first_document, overrides, keep_float, rotate)
+    else:
+        config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
+                                output_format=output_format, overrides=overrides, keep_float=list(keep_float),
+                                act_quant=act_quant, rotate=rotate, calib_path=str(calib) if calib else None,
+                                calib_tokens=calib_tokens, calib_first_document=calib_first_document,
+                                act_order=act_order)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("quantizing", total=None)
         result = quantize_checkpoint(model, output, config,
                                      progress=lambda name, i, n: bar.update(task, total=n, completed=i,
                                                                             description=f"quantizing {name}"),
-                                     tokenizer=tokenizer, bit_order=bit_order)
+                                     text=calib, checkpoint_dir=checkpoint_dir, tokenizer=tokenizer,
+                                     bit_order=bit_order)
     from edgekit.model.inspect import describe_model
 
     info = describe_model(result.model)
@@ -223,6 +270,21 @@ def quantize(model: Path = MODEL_ARG,
                   f"({result.source_bytes / max(result.packed_bytes, 1):.1f}x smaller than float32), "
                   f"{info['bits_per_weight']:.3f} bits/weight overall, "
                   f"{info['linear_bits_per_weight']:.3f} in the linear layers")
+
+
+def _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size, seq_len,
+                first_document, overrides, keep_float, rotate):
+    """The QATConfig for `quantize --method qat` (options QAT cannot honour are refused, not ignored)."""
+    if overrides or keep_float or rotate:
+        raise EdgekitError("--tensor-type, --keep-float and --rotate do not apply to --method qat",
+                           fix="drop them, or quantize with --method gptq/rtn/absmean")
+    try:
+        from edgekit.quantize.qat import QATConfig
+    except ImportError as exc:
+        raise EdgekitError(f"QAT needs torch ({exc})", fix='pip install "edgekit[reference]"') from None
+    return QATConfig(format=fmt, group_size=group_size, embedding_format=embedding_format,
+                     output_format=output_format, act_quant=act_quant or "none", steps=steps, lr=lr,
+                     batch_size=batch_size, seq_len=seq_len, first_document=first_document)
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export a model to another runtime's file format.")

@@ -76,6 +76,8 @@ BACKENDS: dict[str, type | str] = {
     "onnxruntime": "edgekit.runtime.onnxrt:OnnxRuntimeBackend",
 }
 
+BACKEND_EXTRAS = {"llama.cpp": 'pip install "edgekit[llamacpp]"', "onnxruntime": 'pip install "edgekit[onnx]"'}
+
 
 def backend_class(name: str) -> type:
     """The back-end class registered under `name` (imported on first use)."""
@@ -85,7 +87,11 @@ def backend_class(name: str) -> type:
     entry = BACKENDS[name]
     if isinstance(entry, str):
         module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:       # the back end's own dependency (llama_cpp, onnxruntime) is missing
+            raise EdgekitError(f"back end {name!r} cannot be loaded: {exc}",
+                               fix=f"install what it needs ({BACKEND_EXTRAS.get(name, 'see the README')})") from None
         BACKENDS[name] = entry
     return entry
 

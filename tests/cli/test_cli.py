@@ -126,3 +126,34 @@ def test_gptq_with_too_little_text_writes_nothing(models, tmp_path):
                          "--method", "gptq", "--calib", short)
     assert result.returncode == 1 and "token" in result.stderr
     assert not (tmp_path / "g.edgekit").exists()
+
+
+def test_quantize_with_qat_stores_the_training_recipe_and_resumes(models, tinystories, tmp_path):
+    out, run = tmp_path / "q.edgekit", tmp_path / "run"
+    args = ("quantize", models / "stories260K.bin", "-o", out, "--format", "ek_t2", "--method", "qat",
+            "--calib", tinystories, "--calib-first-document", "20", "--steps", "4", "--batch-size", "2",
+            "--seq-len", "32", "--checkpoint-dir", run)
+    result = edgekit_cli(*args)
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(json.loads(edgekit_cli("inspect", out, "--json").stdout)["metadata"]["recipe"])
+    assert recipe["method"] == "qat" and recipe["format"] == "ek_t2" and recipe["steps"] == 4
+    assert recipe["first_document"] == 20 and (run / "qat_checkpoint.pt").is_file()
+    again = edgekit_cli(*args[:-2], "--checkpoint-dir", run, "--lr", "0.5")      # a different recipe: refused
+    assert again.returncode == 1 and "lr" in again.stderr
+
+
+def test_quantize_with_qat_needs_text_and_refuses_ptq_only_options(models, tmp_path):
+    out = tmp_path / "q.edgekit"
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", out, "--method", "qat")
+    assert result.returncode == 1 and "--calib" in result.stderr
+    result = edgekit_cli("quantize", models / "stories260K.bin", "-o", out, "--method", "qat", "--rotate", "hadamard")
+    assert result.returncode == 1 and "--rotate" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_demo_runs_the_built_in_model_and_reports_it(backend):
+    result = edgekit_cli("demo", "--max-tokens", "24", "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time")
+    for fact in ("bits per weight", "2.001", "quality vs float teacher", "perplexity", "decode", "tok/s", "0.36 MB"):
+        assert fact in result.stdout, fact
