@@ -19,6 +19,7 @@ from rich.table import Table
 
 import edgekit
 from edgekit.errors import EdgekitError
+from edgekit.cli.bench import bench
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekit: ternary and low-bit LLM inference for CPUs, phones, FPGAs and cloud-edge serving.")
@@ -313,6 +314,9 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
     console.print(table)
     for t in report.fallbacks:
         console.print(f"[yellow]{t.name}[/yellow]: {t.source_format} -> {t.gguf_type} ({t.note})", highlight=False)
+
+
+app.command()(bench)
 
 
 def main(argv: list[str] | None = None) -> int:
