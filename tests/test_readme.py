@@ -16,7 +16,7 @@ def readme_commands() -> list[str]:
 def test_readme_has_exactly_two_setup_commands():
     commands = readme_commands()
     assert len(commands) == 2 and all("\n" not in c for c in commands)
-    assert "edgekit run" in commands[0] and commands[1].endswith("python -m pytest")
+    assert commands[0].endswith("edgekit demo") and commands[1].endswith("python -m pytest")
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

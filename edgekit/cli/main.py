@@ -105,7 +105,8 @@ def run(model: Path = MODEL_ARG,
 @app.command()
 def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="Prompt text."),
          max_tokens: int = typer.Option(96, "--max-tokens", "-n", help="Tokens to generate at most."),
-         backend: str = typer.Option("native", "--backend", help="Runtime back end (native, reference)."),
+         backend: str = typer.Option("reference", "--backend", help="Runtime back end (the numpy reference "
+                                     "until the native engine lands)."),
          temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
          seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling.")) -> None:
     """Run the built-in default model (ternary, trained by edgekit itself) and report what it is and costs."""

@@ -150,9 +150,8 @@ def test_quantize_with_qat_needs_text_and_refuses_ptq_only_options(models, tmp_p
     assert result.returncode == 1 and "--rotate" in result.stderr and not out.exists()
 
 
-@pytest.mark.parametrize("backend", ["reference", "native"])
-def test_demo_runs_the_built_in_model_and_reports_it(backend):
-    result = edgekit_cli("demo", "--max-tokens", "24", "--backend", backend)
+def test_demo_runs_the_built_in_model_and_reports_it():
+    result = edgekit_cli("demo", "--max-tokens", "24")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time")
     for fact in ("bits per weight", "2.001", "quality vs float teacher", "perplexity", "decode", "tok/s", "0.36 MB"):
