@@ -1,0 +1,111 @@
+"""Micro-benchmark of edgekit's native kernels: GB/s of weight bytes per kernel at BitNet b1.58 2B4T shapes.
+
+Not a test: it prints indicative numbers (other processes may share the cores). Each measurement cycles
+through enough copies of the matrix that the working set exceeds 256 MiB, so weights come from DRAM, as in a
+real decode. Compare the GB/s column with the streaming read bandwidth printed first (the roofline).
+
+    python scripts/kernel_bench.py                       # all formats, 1 and 2 threads, decode (T=1)
+    python scripts/kernel_bench.py --formats ek_t2 ek_i4 --tokens 1 128 --seconds 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from edgekit import kernels
+from edgekit.formats import (
+    PER_CHANNEL,
+    PER_TENSOR,
+    QuantizedTensor,
+    get_format,
+    pack_values,
+)
+
+BITNET_SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]  # (out, in) per layer, 30 layers
+LM_HEAD = (128256, 2560)
+GROUP = {"ek_t2": PER_TENSOR, "ek_t1": PER_TENSOR, "ek_i8": PER_CHANNEL, "f16": PER_TENSOR}
+WORKING_SET = 300 << 20
+
+
+def make_tensor(fmt_name: str, rows: int, cols: int, rng: np.random.Generator) -> QuantizedTensor:
+    fmt = get_format(fmt_name)
+    group = GROUP.get(fmt_name, 32)
+    if fmt.kind == "float":
+        return kernels.api.as_quantized(rng.standard_normal((rows, cols), dtype=np.float32).astype(np.float16))
+    if fmt.kind == "ternary":
+        values = rng.integers(-1, 2, (rows, cols), dtype=np.int8)
+    elif fmt.symmetric:
+        low, high = fmt.code_range()
+        values = rng.integers(low, high + 1, (rows, cols), dtype=np.int16)
+    else:
+        values = rng.integers(0, 1 << fmt.bits, (rows, cols), dtype=np.int16)
+    if group == PER_TENSOR:
+        scales = np.array([[0.02]], dtype=np.float32)
+    else:
+        n = cols // group if group > 0 else 1
+        scales = np.full((rows, n), 0.02, dtype=np.float16)
+    zeros = None if fmt.symmetric else np.full(scales.shape, 1 << (fmt.bits - 1), dtype=np.uint8)
+    return pack_values(fmt_name, values, scales, group, zeros)
+
+
+def copies(tensor: QuantizedTensor, act_quant: str) -> list:
+    """Enough prepared copies (separate memory) of one matrix to exceed the working set."""
+    n = max(1, -(-WORKING_SET // tensor.nbytes))
+    out = []
+    for _ in range(n):
+        copy = QuantizedTensor(tensor.format, tensor.shape, tensor.group_size, tensor.data.copy(),
+                               tensor.scales.copy(), None if tensor.zeros is None else tensor.zeros.copy())
+        out.append(kernels.prepare_linear(copy, act_quant))
+    return out
+
+
+def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float]:
+    """(GB/s of weight bytes, ms per call), cycling through the copies for about `seconds`."""
+    x = np.random.default_rng(0).standard_normal((tokens, layers[0].cols)).astype(np.float32)
+    for lin in layers[:2]:
+        lin(x)                                                        # warm-up (pool, page faults of outputs)
+    calls, start = 0, time.perf_counter()
+    while True:
+        for lin in layers:
+            lin(x)
+        calls += len(layers)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    per_call = elapsed / calls
+    return layers[0].nbytes / per_call / 1e9, per_call * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--formats", nargs="+", default=["ek_t2", "ek_t1", "ek_i4", "ek_i2", "ek_u4", "ek_i8"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--tokens", nargs="+", type=int, default=[1])
+    parser.add_argument("--seconds", type=float, default=0.4)
+    parser.add_argument("--lm-head", action="store_true", help="also time the 128256 x 2560 int8 LM head")
+    args = parser.parse_args()
+    info = kernels.info()
+    print(f"kernels: compiled={info['compiled']} isa={info['isa']} available={info['available_isas']}")
+    rng = np.random.default_rng(0)
+    for threads in args.threads:
+        print(f"read bandwidth, {threads} thread(s), 512 MiB: {kernels.read_bandwidth(512 << 20, threads):.1f} GB/s")
+    print(f"{'format':7} {'shape':>13} {'T':>4} {'thr':>3} {'kernel':28} {'GB/s':>6} {'ms/call':>8}")
+    shapes = [(f, s) for f in args.formats for s in BITNET_SHAPES]
+    if args.lm_head:
+        shapes.append(("ek_i8", LM_HEAD))
+    for fmt, (rows, cols) in shapes:
+        layers = copies(make_tensor(fmt, rows, cols, rng), "int8_absmax")
+        for tokens in args.tokens:
+            for threads in args.threads:
+                kernels.set_num_threads(threads)
+                gbs, ms = measure(layers, tokens, args.seconds)
+                print(f"{fmt:7} {rows:>6}x{cols:<6} {tokens:>4} {threads:>3} {layers[0].last_variant:28} "
+                      f"{gbs:6.1f} {ms:8.3f}", flush=True)
+        del layers
+
+
+if __name__ == "__main__":
+    main()
