@@ -23,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from edgekit.errors import ModelNotFoundError, QuantizationError
+from edgekit.errors import QuantizationError
+from edgekit.fileio import read_utf8_text
 from edgekit.formats import QuantizedTensor
 from edgekit.model.config import ModelConfig
 from edgekit.model.model import Model
@@ -60,15 +61,8 @@ def calibration_sequences(tokenizer: Tokenizer, text: str, *, seq_len: int, max_
 
 def read_calibration_text(path: str | Path) -> str:
     """The calibration text file, as UTF-8."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError("calibration text file not found", path=path,
-                                 fix="set calib_path to a UTF-8 text file (documents separated by <|endoftext|>)")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise QuantizationError(f"calibration text is not UTF-8 ({exc.reason} at byte {exc.start})",
-                                path=path) from None
+    return read_utf8_text(path, "calibration text file", decode_error=QuantizationError,
+                          fix="set calib_path to a UTF-8 text file (documents separated by <|endoftext|>)")
 
 
 def widest_input(config: ModelConfig) -> int:

@@ -19,8 +19,39 @@ ROTATIONS = ("hadamard",)
 MIN_CALIBRATION_TOKENS = 128
 
 
+class JsonConfig:
+    """The JSON round trip every quantization config shares: `to_dict`/`to_json`, and `from_dict`/`from_json`
+    that refuse unknown fields and non-objects, naming the config by `config_name`."""
+
+    config_name = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.config_name} fields {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.config_name} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.config_name} must be a JSON object")
+        return cls.from_dict(data)
+
+
 @dataclass
-class QuantizeConfig:
+class QuantizeConfig(JsonConfig):
     """How to turn a float (or natively ternary) model into a packed one.
 
     - `format` / `method` / `group_size`: the linear weights (wq ... w3). `group_size` None takes the
@@ -42,6 +73,7 @@ class QuantizeConfig:
       diagonal added to it, `act_order` quantizes columns by decreasing Hessian diagonal (static groups).
     """
 
+    config_name = "quantize config"
     format: str = "ek_t2"
     method: str = "absmean"
     group_size: int | None = None
@@ -129,29 +161,6 @@ class QuantizeConfig:
             return "f16"
         return self.format
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantizeConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown quantize config fields {unknown}; valid: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "QuantizeConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"quantize config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("quantize config must be a JSON object")
-        return cls.from_dict(data)
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:

@@ -261,7 +261,7 @@ def surprise(rng: StoryRandom, c: Cast) -> list[str]:
         f"{rng.choice(TIMES)}, {h.name} remembered that it was {h.possessive} {c.family}'s birthday.",
         f"\"Let us make a surprise!\" {h.subject} said to {f.name}.",
         f"They made {food} in the kitchen and drew {article(color)} card.",
-        f"It was a little messy, but they worked hard."
+        "It was a little messy, but they worked hard."
         + rng.choice(("", f" {f.name} got flour on {f.possessive} nose, and they both laughed.")),
         f"When {h.possessive} {c.family} came home, they shouted, \"Surprise!\"",
         f"{h.Possessive} {c.family} was so {rng.choice(FEELINGS)}. \"This is the best gift ever,\" "

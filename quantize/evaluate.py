@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import GenerationError, ModelNotFoundError
+from edgekit.errors import GenerationError
+from edgekit.fileio import read_utf8_text
 from edgekit.runtime.backend import Backend
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
@@ -50,13 +51,7 @@ def token_nll(backend: Backend, tokens: list[int]) -> np.ndarray:
 
 
 def _read_documents(text_path: Path) -> list[str]:
-    if not text_path.is_file():
-        raise ModelNotFoundError("text file not found", path=text_path)
-    try:
-        text = text_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenerationError(f"{text_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return split_documents(text)
+    return split_documents(read_utf8_text(text_path))
 
 
 def evaluate_perplexity(backend: Backend, text_path: Path, context_length: int | None = None,

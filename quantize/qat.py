@@ -29,8 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,12 +37,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgekit.errors import ConfigError, GenerationError, ModelNotFoundError, QuantizationError
+from edgekit.errors import ConfigError, QuantizationError
+from edgekit.fileio import atomic_path, read_utf8_text
 from edgekit.formats import get_format
 from edgekit.model.config import ACT_QUANTS
 from edgekit.model.model import Model
 from edgekit.model.tokenizer import Tokenizer
-from edgekit.quantize.config import QuantizeConfig
+from edgekit.quantize.config import JsonConfig, QuantizeConfig
 from edgekit.quantize.evaluate import split_documents
 from edgekit.quantize.pipeline import quantize_model
 from edgekit.quantize.qat_model import TorchLlama, build_torch_model, check_fake_quantizable, float_tensors
@@ -60,7 +59,7 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass
-class QATConfig:
+class QATConfig(JsonConfig):
     """The whole recipe of one QAT run; stored in checkpoints and in the packed model's metadata.
 
     - `format`, `group_size`, `embedding_format`, `output_format`, `act_quant`: the packed model, as in
@@ -76,6 +75,7 @@ class QATConfig:
     - `seed`: data order and torch RNG; `checkpoint_every` (0: only at the end), `log_every` (steps).
     """
 
+    config_name = "QAT config"
     format: str = "ek_t2"
     group_size: int | None = None
     embedding_format: str = "f16"
@@ -156,29 +156,6 @@ class QATConfig:
                               embedding_format=self.embedding_format, output_format=self.output_format,
                               act_quant=self.act_quant)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QATConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown QAT config fields {unknown}; valid: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "QATConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"QAT config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("QAT config must be a JSON object")
-        return cls.from_dict(data)
 
 
 def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
@@ -198,16 +175,7 @@ def check_number(name: str, value: Any, *, integer: bool = False, low: float | N
 
 # -- training text ---------------------------------------------------------------------------------------------
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file, with edgekit errors for a missing or undecodable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError("training text file not found", path=path,
-                                 fix="pass a UTF-8 text file (documents separated by <|endoftext|>)")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenerationError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
+TEXT_FIX = "pass a UTF-8 text file (documents separated by <|endoftext|>)"
 
 
 def token_stream(tokenizer: Tokenizer, text: str, first_document: int = 0, max_documents: int | None = None,
@@ -242,7 +210,7 @@ def load_training_tokens(model: Model, text_path: str | Path, config: QATConfig)
     if config.seq_len > model.config.max_seq_len:
         raise ConfigError(f"QAT config field 'seq_len' ({config.seq_len}) exceeds the model's context of "
                           f"{model.config.max_seq_len} tokens")
-    stream = token_stream(model.tokenizer, read_text(text_path), config.first_document, config.max_documents,
+    stream = token_stream(model.tokenizer, read_utf8_text(text_path, "training text file", fix=TEXT_FIX), config.first_document, config.max_documents,
                           config.append_eos)
     check_stream(stream, config.seq_len, text_path, config.first_document)
     log.info("QAT text %s: %d tokens from document %d on", text_path, stream.size, config.first_document)
@@ -327,17 +295,8 @@ def save_checkpoint(path: Path, net: TorchLlama, optimizer: torch.optim.Optimize
     payload = {"kind": CHECKPOINT_KIND, "config": config.to_dict(), "teacher": fingerprint, "step": state.step,
                "student": net.state_dict(), "optimizer": optimizer.state_dict(),
                "rng": {"numpy": json.dumps(state.rng.bit_generator.state), "torch": torch.get_rng_state()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     log.info("QAT checkpoint at step %d written to %s", state.step, path)
 
 

@@ -7,12 +7,12 @@ under "Analysis" each time the file is regenerated.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from edgekit.bench.config import SHAPES
 from edgekit.bench.results import BenchReport, CellResult
 from edgekit.bench.targets import TargetCheck, check_targets
+from edgekit.fileio import write_text_atomic
 
 REGENERATE = "python -m edgekit.bench --write-md"
 
@@ -126,20 +126,6 @@ def render_markdown(report: BenchReport, markdown_path: Path, notes: str | None 
     for shape in report.config["shapes"]:
         lines += shape_section(report, shape, plot_dir)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_markdown(report: BenchReport, markdown_path: Path) -> Path:

@@ -6,12 +6,11 @@ non-interactive Agg backend, and files are written atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from edgekit.bench.results import BenchReport, CellResult
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_path
 
 
 def _pyplot():
@@ -26,14 +25,8 @@ def _pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -92,7 +92,7 @@ class BenchReport:
         return report
 
     def save(self, path: Path) -> Path:
-        from edgekit.bench.worker import write_json_atomic
+        from edgekit.fileio import write_json_atomic
 
         write_json_atomic(Path(path), self.to_dict())
         return Path(path)

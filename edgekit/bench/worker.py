@@ -12,17 +12,16 @@ threads. The result is JSON (see `measure` for the fields) written atomically to
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.bench.machine import rapl_domains, rapl_joules, rapl_read
+from edgekit.fileio import write_json_atomic
 
 
 def prompt_tokens(n: int, vocab: int, seed: int) -> list[int]:
@@ -128,18 +127,6 @@ def run_bandwidth(spec: dict) -> dict:
 
     gbps, source = measure_read_bandwidth(int(spec["nbytes"]), int(spec["threads"]))
     return {"gb_per_s": gbps, "source": source}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str]) -> int:

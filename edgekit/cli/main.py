@@ -119,7 +119,8 @@ def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="
     stats = _stream_generation(model, backend, prompt, max_tokens, SamplingConfig(temperature=temperature, seed=seed))
     quality = build["quality"]
     table = Table(title="edgekit built-in default model", show_header=False)
-    table.add_row("file", f"{default_model_path()} ({default_model_path().stat().st_size / 1e6:.2f} MB)")
+    path = default_model_path()
+    table.add_row("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
     table.add_row("parameters", f"{info['parameters']:,} ({model.config.n_layers} layers, dim {model.config.dim})")
     table.add_row("bits per weight", f"{info['linear_bits_per_weight']:.3f} in the linear layers (ternary), "
                   f"{info['bits_per_weight']:.3f} overall")

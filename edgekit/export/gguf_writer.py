@@ -20,14 +20,13 @@ F16 and are listed in the summary. q/k rows are permuted to llama.cpp's RoPE lay
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import ConfigError, UnsupportedModelError
+from edgekit.fileio import atomic_path
 from edgekit.formats import PER_TENSOR, QuantizedTensor
 from edgekit.model.lazy import materialize
 from edgekit.model.loaders.common import half_to_interleaved
@@ -97,10 +96,8 @@ def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requ
     check_exportable(model)
     path = Path(path)
     report = GGUFExportReport(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, "llama")
+    with atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
         _write_metadata(writer, model, name)
         _write_tokenizer(writer, model)
         for tensor_name, tensor in model.tensors.items():
@@ -116,10 +113,6 @@ def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requ
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return report
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import CorruptCheckpointError, EdgekitError, UnsupportedModelError
+from edgekit.fileio import atomic_path
 from edgekit.formats import QuantizedTensor
 from edgekit.model.config import ModelConfig
 from edgekit.model.model import Model
@@ -91,17 +90,8 @@ def save_model(model: Model, path: str | Path, *, recipe: dict | None = None, so
         "source": {"path": str(model.source), "format": model.source_format, "sha256": source_sha256},
         "metadata": model.metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(entries, tmp, metadata={"edgekit": json.dumps(meta)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(entries, str(tmp), metadata={"edgekit": json.dumps(meta)})
     return path
 
 
