@@ -6,6 +6,12 @@ real decode. Compare the GB/s column with the streaming read bandwidth printed f
 
     python scripts/kernel_bench.py                       # all formats, 1 and 2 threads, decode (T=1)
     python scripts/kernel_bench.py --formats ek_t2 ek_i4 --tokens 1 128 --seconds 0.5
+    python scripts/kernel_bench.py --formats ek_t2 --isas avx2 avx512 --layouts native lut3 --repeat 3
+
+GB/s counts the bytes a call reads (kernel_nbytes: the repacked size when the layout is not native); %bw is
+that against ek_read_bandwidth at the same thread count; "Gw/s" is weights per second (comparable across
+layouts of one format). With --repeat N each cell is measured N times and the best is printed (the cores
+are shared, so the best run is the least disturbed one).
 """
 
 from __future__ import annotations
@@ -51,19 +57,25 @@ def make_tensor(fmt_name: str, rows: int, cols: int, rng: np.random.Generator) -
     return pack_values(fmt_name, values, scales, group, zeros)
 
 
-def copies(tensor: QuantizedTensor, act_quant: str) -> list:
-    """Enough prepared copies (separate memory) of one matrix to exceed the working set."""
-    n = max(1, -(-WORKING_SET // tensor.nbytes))
-    out = []
-    for _ in range(n):
+def copies(tensor: QuantizedTensor, act_quant: str, layout: str) -> list:
+    """Enough prepared copies (separate memory) of one matrix that the bytes the kernels read exceed the
+    working set."""
+    first = kernels.prepare_linear(tensor, act_quant, layout)
+    n = max(1, -(-WORKING_SET // first.kernel_nbytes))
+    out = [first]
+    for _ in range(n - 1):
         copy = QuantizedTensor(tensor.format, tensor.shape, tensor.group_size, tensor.data.copy(),
                                tensor.scales.copy(), None if tensor.zeros is None else tensor.zeros.copy())
-        out.append(kernels.prepare_linear(copy, act_quant))
+        out.append(kernels.prepare_linear(copy, act_quant, layout))
     return out
 
 
+def applies(fmt: str, layout: str) -> bool:
+    return layout in ("auto", "native") or (layout == "lut3" and get_format(fmt).kind == "ternary")
+
+
 def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float]:
-    """(GB/s of weight bytes, ms per call), cycling through the copies for about `seconds`."""
+    """(GB/s of bytes read, ms per call), cycling through the copies for about `seconds`."""
     x = np.random.default_rng(0).standard_normal((tokens, layers[0].cols)).astype(np.float32)
     for lin in layers[:2]:
         lin(x)                                                        # warm-up (pool, page faults of outputs)
@@ -76,7 +88,7 @@ def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float]:
         if elapsed >= seconds:
             break
     per_call = elapsed / calls
-    return layers[0].nbytes / per_call / 1e9, per_call * 1e3
+    return layers[0].kernel_nbytes / per_call / 1e9, per_call * 1e3
 
 
 def main() -> None:
@@ -84,27 +96,44 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["ek_t2", "ek_t1", "ek_i4", "ek_i2", "ek_u4", "ek_i8"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--tokens", nargs="+", type=int, default=[1])
+    parser.add_argument("--isas", nargs="+", default=["auto"], help="kernel ISAs to compare (default: auto)")
+    parser.add_argument("--layouts", nargs="+", default=["auto"], help="auto, native, lut3")
+    parser.add_argument("--shapes", nargs="+", type=int, default=None,
+                        help="indices into the BitNet shapes (default: all four)")
     parser.add_argument("--seconds", type=float, default=0.4)
+    parser.add_argument("--repeat", type=int, default=1, help="measure each cell N times, print the best")
     parser.add_argument("--lm-head", action="store_true", help="also time the 128256 x 2560 int8 LM head")
     args = parser.parse_args()
     info = kernels.info()
-    print(f"kernels: compiled={info['compiled']} isa={info['isa']} available={info['available_isas']}")
+    print(f"kernels: compiled={info['compiled']} isa={info['isa']} available={info['available_isas']} "
+          f"library={info['library']}")
     rng = np.random.default_rng(0)
+    bandwidth = {}
     for threads in args.threads:
-        print(f"read bandwidth, {threads} thread(s), 512 MiB: {kernels.read_bandwidth(512 << 20, threads):.1f} GB/s")
-    print(f"{'format':7} {'shape':>13} {'T':>4} {'thr':>3} {'kernel':28} {'GB/s':>6} {'ms/call':>8}")
-    shapes = [(f, s) for f in args.formats for s in BITNET_SHAPES]
+        bandwidth[threads] = max(kernels.read_bandwidth(512 << 20, threads) for _ in range(args.repeat))
+        print(f"read bandwidth, {threads} thread(s), 512 MiB: {bandwidth[threads]:.1f} GB/s")
+    print(f"{'format':7} {'shape':>13} {'T':>4} {'thr':>3} {'layout':6} {'kernel':22} {'GB/s':>6} {'%bw':>5} "
+          f"{'Gw/s':>6} {'ms/call':>8}")
+    chosen = BITNET_SHAPES if args.shapes is None else [BITNET_SHAPES[i] for i in args.shapes]
+    shapes = [(f, s) for f in args.formats for s in chosen]
     if args.lm_head:
         shapes.append(("ek_i8", LM_HEAD))
     for fmt, (rows, cols) in shapes:
-        layers = copies(make_tensor(fmt, rows, cols, rng), "int8_absmax")
-        for tokens in args.tokens:
-            for threads in args.threads:
-                kernels.set_num_threads(threads)
-                gbs, ms = measure(layers, tokens, args.seconds)
-                print(f"{fmt:7} {rows:>6}x{cols:<6} {tokens:>4} {threads:>3} {layers[0].last_variant:28} "
-                      f"{gbs:6.1f} {ms:8.3f}", flush=True)
-        del layers
+        tensor = make_tensor(fmt, rows, cols, rng)
+        for isa in args.isas:
+            kernels.set_isa(isa)
+            for layout in [lay for lay in args.layouts if applies(fmt, lay)]:
+                layers = copies(tensor, "int8_absmax", layout)
+                for tokens in args.tokens:
+                    for threads in args.threads:
+                        kernels.set_num_threads(threads)
+                        gbs, ms = max(measure(layers, tokens, args.seconds) for _ in range(args.repeat))
+                        gws = rows * cols * tokens / (ms * 1e-3) / 1e9 if tokens > 1 else rows * cols / (ms * 1e6)
+                        print(f"{fmt:7} {rows:>6}x{cols:<6} {tokens:>4} {threads:>3} {layers[0].layout:6} "
+                              f"{layers[0].last_variant:22} {gbs:6.1f} {100 * gbs / bandwidth[threads]:5.0f} "
+                              f"{gws:6.1f} {ms:8.3f}", flush=True)
+                del layers
+        kernels.set_isa("auto")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
     y = lin(x)                                              # x float32 [T, K] -> float32 [T, N]
 
 The C library (src/ek_kernels.h is its ABI) is built by `pip install` and loaded with ctypes, which releases
-the GIL during each call. It picks the best ISA at run time (AVX2 or NEON, else portable C);
-EDGEKIT_KERNEL=scalar|avx2|neon forces one and EDGEKIT_NUM_THREADS sets the threads (default os.cpu_count()).
+the GIL during each call. It picks the best ISA at run time (AVX-512, AVX2 or NEON, else portable C);
+EDGEKIT_KERNEL=scalar|avx2|avx512|neon forces one and EDGEKIT_NUM_THREADS sets the threads (default os.cpu_count()).
 Without the compiled library everything still works on numpy kernels, with a warning (info()["compiled"]).
 """
 
@@ -30,9 +30,9 @@ __all__ = ["KernelInputError", "PreparedLinear", "get_num_threads", "info", "pre
            "quantize_absmax_int8", "read_bandwidth", "set_isa", "set_num_threads"]
 
 
-def prepare_linear(weight: QuantizedTensor | np.ndarray, act_quant: str) -> PreparedLinear:
+def prepare_linear(weight: QuantizedTensor | np.ndarray, act_quant: str, layout: str = "auto") -> PreparedLinear:
     """Bind a packed (or float [out, in]) weight to its kernels; see PreparedLinear and api.py."""
-    return PreparedLinear(as_quantized(weight), act_quant)
+    return PreparedLinear(as_quantized(weight), act_quant, layout)
 
 
 def quantize_absmax_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def get_num_threads() -> int:
 
 
 def set_isa(name: str) -> None:
-    """Force "scalar", "avx2" or "neon" kernels (ConfigError if unavailable), or "auto"."""
+    """Force "scalar", "avx2", "avx512" or "neon" kernels (ConfigError if unavailable), or "auto"."""
     lib = _native.load()
     if lib is None:
         raise ConfigError("the compiled kernels are not built, so no ISA can be chosen",
@@ -91,16 +91,19 @@ def read_bandwidth(nbytes: int = 512 << 20, threads: int | None = None, reps: in
 
 
 def _variants(lib) -> dict[str, dict[str, dict[str, str]]]:
-    """{format: {isa: {"decode": kernel, "prefill": kernel}}} for every ISA compiled in."""
+    """{format: {isa: {"decode": kernel, "prefill": kernel}}} for every ISA compiled in; kernels of a repacked
+    layout appear as "decode_<layout>" / "prefill_<layout>" (e.g. "decode_lut3")."""
     table: dict[str, dict[str, dict[str, str]]] = {}
     for name, fmt in sorted(FORMATS.items(), key=lambda item: item[1].format_id):
         act = _native.ACT_F32 if fmt.kind == "float" else _native.ACT_I8
         for isa, isa_id in _native.ISA_IDS.items():
-            decode = lib.ek_isa_kernel_name(isa_id, fmt.format_id, act, 0, 1)
-            prefill = lib.ek_isa_kernel_name(isa_id, fmt.format_id, act, 0, 64)
-            if decode or prefill:
-                table.setdefault(name, {})[isa] = {"decode": (decode or b"").decode(),
-                                                   "prefill": (prefill or b"").decode()}
+            for layout, layout_id in _native.LAYOUT_IDS.items():
+                suffix = "" if layout_id == 0 else f"_{layout}"
+                decode = lib.ek_isa_kernel_name(isa_id, fmt.format_id, act, layout_id, 1)
+                prefill = lib.ek_isa_kernel_name(isa_id, fmt.format_id, act, layout_id, 64)
+                if decode or prefill:
+                    table.setdefault(name, {}).setdefault(isa, {}).update(
+                        {f"decode{suffix}": (decode or b"").decode(), f"prefill{suffix}": (prefill or b"").decode()})
     return table
 
 

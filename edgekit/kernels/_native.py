@@ -3,7 +3,9 @@
 ctypes releases the GIL for the duration of every foreign call, so Python threads (a server decoding two
 sessions) run kernels concurrently with other Python work; the library serializes its own thread pool.
 `load()` returns None when the library was not built (no C compiler at install time): callers then use the
-numpy kernels in `reference.py`.
+numpy kernels in `reference.py`. EDGEKIT_KERNEL_LIBRARY=/path/to/_ek_kernels.so loads another build instead
+(a work-in-progress library, e.g. `gcc -O3 -shared -fPIC ... -o /tmp/ek/_ek_kernels.so`), so the in-tree one
+stays untouched for everyone else.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from edgekit.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ABI_VERSION = 1
-ISA_IDS = {"scalar": 0, "avx2": 1, "neon": 2}
+ISA_IDS = {"scalar": 0, "avx2": 1, "neon": 2, "avx512": 3}
+LAYOUT_IDS = {"native": 0, "lut3": 1}  # enum ek_layout
 ACT_I8, ACT_F32 = 0, 1
 STATUS = {0: "ok", -1: "invalid argument", -2: "out of memory", -3: "unsupported format/activation",
           -4: "ISA not available"}
@@ -46,6 +49,14 @@ class Act(ctypes.Structure):
 
 
 def library_path() -> Path | None:
+    """EDGEKIT_KERNEL_LIBRARY if set (ConfigError if it names no file), else the in-tree build, else None."""
+    override = os.environ.get("EDGEKIT_KERNEL_LIBRARY", "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"EDGEKIT_KERNEL_LIBRARY={override!r} is not a file",
+                              fix="point it at a built _ek_kernels*.so, or unset it to use the in-tree build")
+        return path.resolve()
     here = Path(__file__).resolve().parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_ek_kernels{suffix}"
@@ -69,8 +80,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ek_repack_size": (szt, [ctypes.POINTER(Weight), i32]),
         "ek_repack": (i32, [ctypes.POINTER(Weight), i32, vp]),
         "ek_read_bandwidth": (ctypes.c_double, [szt, i32, i32]),
+        "ek_preferred_layout": (i32, [ctypes.POINTER(Weight), i32]),
     }
+    optional = {"ek_preferred_layout"}  # absent from builds before the repacked layouts: native only
     for name, (restype, argtypes) in signatures.items():
+        if name in optional and not hasattr(lib, name):
+            continue
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
 
@@ -91,7 +106,7 @@ def _apply_environment(lib: ctypes.CDLL) -> None:
 
 
 def set_isa(lib: ctypes.CDLL, name: str, source: str = "isa") -> None:
-    """Force one ISA by name ("scalar", "avx2", "neon"), or "auto" for the best available."""
+    """Force one ISA by name ("scalar", "avx2", "avx512", "neon"), or "auto" for the best available."""
     if name == "auto":
         lib.ek_set_isa(-1)
         return

@@ -22,6 +22,7 @@ from edgekit.kernels import _native, reference
 logger = logging.getLogger(__name__)
 
 ACT_QUANT_MODES = ("int8_absmax", "none")
+LAYOUT_CHOICES = ("auto", "native", "lut3")
 DECODE, PREFILL = 1, 64  # token counts used to name the decode (GEMV) and prefill (GEMM) kernels
 
 
@@ -67,19 +68,29 @@ def as_quantized(weight: QuantizedTensor | np.ndarray) -> QuantizedTensor:
 
 
 class PreparedLinear:
-    """One weight matrix bound to its kernels: call with x float32 [T, cols] to get float32 [T, rows]."""
+    """One weight matrix bound to its kernels: call with x float32 [T, cols] to get float32 [T, rows].
 
-    def __init__(self, tensor: QuantizedTensor, act_quant: str):
+    `layout` "auto" lets the C library say whether a repacked layout pays on this CPU (ek_preferred_layout, a
+    measured choice, see src/lut.c); "native" keeps the packed rows as they are; "lut3" forces the ternary
+    lookup-table layout (ek_t2/ek_t1 with one scale per tensor or row). The repack happens here, once.
+    `layout` names the layout in use afterwards; `kernel_nbytes` the bytes a call streams."""
+
+    def __init__(self, tensor: QuantizedTensor, act_quant: str, layout: str = "auto"):
         if act_quant not in ACT_QUANT_MODES:
             raise ConfigError(f"act_quant={act_quant!r} is not supported; valid: {list(ACT_QUANT_MODES)}",
                               fix="use 'int8_absmax' (BitNet A8) or 'none' (float activations)")
-        self.tensor, self.act_quant = tensor, act_quant
+        if layout not in LAYOUT_CHOICES:
+            raise ConfigError(f"layout={layout!r} is not a weight layout; valid: {list(LAYOUT_CHOICES)}",
+                              fix="use 'auto' unless you are measuring one layout against another")
+        self.tensor, self.act_quant, self.layout = tensor, act_quant, "native"
         fmt = get_format(tensor.format)
         self.is_float = fmt.kind == "float"
         self.padded_cols = tensor.cols if self.is_float else tensor.padded_cols
         self._lib = _native.load()
         self._keep: list[np.ndarray] = []
         self._weight = self._bind(fmt) if self._lib is not None else None
+        if self._weight is not None and not self.is_float:
+            self._repack(layout)
         self._weight_ref = ctypes.byref(self._weight) if self._weight is not None else None
         self.variant = self._choose_variant()
         self.last_variant = self.variant
@@ -95,6 +106,39 @@ class PreparedLinear:
     @property
     def nbytes(self) -> int:
         return self.tensor.nbytes
+
+    @property
+    def kernel_nbytes(self) -> int:
+        """Bytes of weights, scales and zero points one call reads (the repacked size if repacked)."""
+        if self.layout == "native":
+            return self.tensor.nbytes
+        return int(self._keep[0].nbytes + self.tensor.nbytes - self.tensor.data.nbytes)
+
+    def _repack(self, layout: str) -> None:
+        """Re-encode the weight into the layout the kernels want (ek_repack: streaming, multithreaded)."""
+        lib, weight = self._lib, self._weight
+        if layout == "auto":
+            if not hasattr(lib, "ek_preferred_layout"):
+                return
+            layout_id = int(lib.ek_preferred_layout(ctypes.byref(weight), self._act_kind()))
+        else:
+            layout_id = _native.LAYOUT_IDS[layout]
+        if layout_id == 0:
+            return
+        size = int(lib.ek_repack_size(ctypes.byref(weight), layout_id))
+        if size == 0:
+            raise ConfigError(f"layout {layout!r} does not apply to {self.tensor.format} group "
+                              f"{self.tensor.group_size} [{self.rows} x {self.cols}]",
+                              fix="use layout='auto' or 'native' (lut3 takes ternary weights with one scale "
+                                  "per tensor or row)")
+        packed = np.empty(size, dtype=np.uint8)
+        status = lib.ek_repack(ctypes.byref(weight), layout_id, packed.ctypes.data)
+        if status != 0:
+            raise KernelInputError(f"repacking {self.tensor.format} to {layout} failed: "
+                                   f"{_native.STATUS.get(status, status)}", fix="report this as a bug in edgekit")
+        self._keep[0] = packed  # the native rows are no longer read by the kernels
+        weight.layout, weight.data = layout_id, packed.ctypes.data
+        self.layout = next(name for name, i in _native.LAYOUT_IDS.items() if i == layout_id)
 
     def _bind(self, fmt) -> _native.Weight:
         """Describe the packed arrays to C (ek_weight); keep references so the buffers outlive the struct."""
@@ -182,7 +226,7 @@ class PreparedLinear:
 
     def __repr__(self) -> str:
         return (f"PreparedLinear({self.tensor.format} [{self.rows} x {self.cols}] group {self.tensor.group_size}, "
-                f"act {self.act_quant}, {self.variant})")
+                f"act {self.act_quant}, layout {self.layout}, {self.variant})")
 
 
 def quantize_padded(lib, x: np.ndarray, padded_cols: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 /* Dispatch: run-time ISA choice, argument checks, the per-call scratch and the thread pool around the
- * kernels of scalar.c / avx2.c / neon*.c; plus activation quantization and the bandwidth probe. */
+ * kernels of scalar.c / avx2.c / avx512.c / lut.c / neon*.c; plus activation quantization, the repack entry
+ * points and the bandwidth probe. */
 #include "ek_kernels.h"
 #include "ek_pool.h"
 
@@ -18,8 +19,16 @@ static int cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
+static int cpu_has_avx512(void) {
+    /* libgcc checks XCR0 for the opmask and ZMM state as well as the CPUID bits. */
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512vbmi");
+}
 #else
 static int cpu_has_avx2(void) { return 0; }
+static int cpu_has_avx512(void) { return 0; }
 const ek_kernel *ek_avx2_kernel(int format, int act_kind, int layout, int64_t tokens) {
     (void)format; (void)act_kind; (void)layout; (void)tokens;
     return NULL;
@@ -40,17 +49,19 @@ int ek_isa_available(int isa) {
     case EK_ISA_SCALAR: return 1;
     case EK_ISA_AVX2: return cpu_has_avx2();
     case EK_ISA_NEON: return ek_neon_supported();
+    case EK_ISA_AVX512: return cpu_has_avx512();
     default: return 0;
     }
 }
 
 const char *ek_isa_name(int isa) {
-    static const char *names[EK_ISA_COUNT] = {"scalar", "avx2", "neon"};
+    static const char *names[EK_ISA_COUNT] = {"scalar", "avx2", "neon", "avx512"};
     return isa >= 0 && isa < EK_ISA_COUNT ? names[isa] : "unknown";
 }
 
 int ek_get_isa(void) {
     if (forced_isa >= 0) return forced_isa;
+    if (ek_isa_available(EK_ISA_AVX512)) return EK_ISA_AVX512;
     if (ek_isa_available(EK_ISA_AVX2)) return EK_ISA_AVX2;
     if (ek_isa_available(EK_ISA_NEON)) return EK_ISA_NEON;
     return EK_ISA_SCALAR;
@@ -70,6 +81,7 @@ static const ek_kernel *isa_kernel(int isa, int format, int act_kind, int layout
     switch (isa) {
     case EK_ISA_AVX2: return ek_avx2_kernel(format, act_kind, layout, tokens);
     case EK_ISA_NEON: return ek_neon_kernel(format, act_kind, layout, tokens);
+    case EK_ISA_AVX512: return ek_avx512_kernel(format, act_kind, layout, tokens);
     default: return ek_scalar_kernel(format, act_kind, layout, tokens);
     }
 }
@@ -102,6 +114,7 @@ static int check_args(const ek_weight *w, const ek_act *a, const float *y, int64
     if (!w || !a || !y || !w->data || w->rows < 1 || w->cols < 1 || a->tokens < 1) return EK_ERR_ARG;
     if (w->format < EK_FMT_T2 || w->format > EK_FMT_F32 || a->cols != w->cols || ldy < w->rows)
         return EK_ERR_ARG;
+    if (w->layout != EK_LAYOUT_NATIVE && w->layout != EK_LAYOUT_TERNARY_LUT3) return EK_ERR_ARG;
     if (ek_format_is_float(w->format)) return a->kind == EK_ACT_F32 && a->x ? EK_OK : EK_ERR_UNSUPPORTED;
     if (a->kind == EK_ACT_F32 && (!a->x || a->x_cols < 0 || a->x_cols > a->cols)) return EK_ERR_ARG;
     if (a->kind == EK_ACT_I8 && (!a->q || !a->scale)) return EK_ERR_ARG;
@@ -197,7 +210,7 @@ void ek_avx2_quantize_row(const float *x, int64_t k, int8_t *q, float *scale); /
 void ek_quantize_absmax_i8(const float *x, int64_t tokens, int64_t k, int64_t ldx, int8_t *q, int64_t ldq,
                            float *scale) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (ek_get_isa() == EK_ISA_AVX2) {
+    if (ek_get_isa() == EK_ISA_AVX2 || ek_get_isa() == EK_ISA_AVX512) { /* AVX-512 CPUs run AVX2 */
         for (int64_t t = 0; t < tokens; t++) {
             ek_avx2_quantize_row(x + t * ldx, k, q + t * ldq, scale + t);
             memset(q + t * ldq + k, 0, (size_t)(ldq - k));
@@ -275,14 +288,38 @@ double ek_read_bandwidth(size_t nbytes, int threads, int reps) {
 
 /* ---- repacking ------------------------------------------------------------------------------------- */
 
-/* No kernel reads a repacked layout yet: every kernel streams the native rows of layouts.py (the AVX2 kernels
- * permute the activations instead of the weights). A lookup-table layout will register here. */
-size_t ek_repack_size(const ek_weight *w, int layout) {
-    (void)w; (void)layout;
-    return 0;
+/* Repacked layouts live in lut.c (the only kernels that read one). ek_preferred_layout asks the current ISA:
+ * a layout is only worth its repack if a kernel of this ISA reads it for every T (see lut.c for the numbers). */
+int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa);
+size_t ek_lut_repack_size(const ek_weight *w, int layout);
+
+int ek_preferred_layout(const ek_weight *w, int act_kind) {
+    if (!w || w->layout != EK_LAYOUT_NATIVE || w->rows < 1 || w->cols < 1) return EK_LAYOUT_NATIVE;
+    return ek_lut_preferred_layout(w, act_kind, ek_get_isa());
 }
 
+size_t ek_repack_size(const ek_weight *w, int layout) {
+    if (!w || !w->data || w->layout != EK_LAYOUT_NATIVE || w->rows < 1 || w->cols < 1) return 0;
+    return ek_lut_repack_size(w, layout);
+}
+
+typedef struct {
+    const ek_weight *w;
+    int layout;
+    uint8_t *dst;
+} repack_job;
+
+int ek_lut_repack_rows(const ek_weight *w, int layout, uint8_t *dst, int64_t r0, int64_t r1);
+
+static void repack_chunk(void *ctx, int64_t r0, int64_t r1) {
+    repack_job *j = ctx;
+    ek_lut_repack_rows(j->w, j->layout, j->dst, r0, r1);
+}
+
+/* Streaming and multithreaded: each pool chunk re-encodes whole 32-row tiles of the layout. */
 int ek_repack(const ek_weight *w, int layout, uint8_t *dst) {
-    (void)w; (void)layout; (void)dst;
-    return EK_ERR_UNSUPPORTED;
+    if (!dst || ek_repack_size(w, layout) == 0) return EK_ERR_UNSUPPORTED;
+    repack_job job = {w, layout, dst};
+    ek_pool_run(repack_chunk, &job, w->rows, chunk_rows(w->rows, 32));
+    return EK_OK;
 }

@@ -2,7 +2,7 @@
  *
  * Two audiences read this header:
  *   - callers (edgekit/kernels/_native.py through ctypes, C test drivers): the "public ABI" section;
- *   - ISA back ends (scalar.c, avx2.c, neon*.c): the "kernel table" section, one ek_kernel per
+ *   - ISA back ends (scalar.c, avx2.c, avx512.c, lut.c, neon*.c): the "kernel table" section, one ek_kernel per
  *     (format, activation kind) that the dispatcher (dispatch.c) runs over row ranges on its thread pool.
  *
  * Meaning of a linear layer (edgekit.model.reference.ReferenceForward.linear without norm and bias):
@@ -45,13 +45,23 @@ enum ek_format {
     EK_FMT_F32 = 11  /* IEEE single weights                                                      */
 };
 
-enum ek_isa { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_NEON = 2, EK_ISA_COUNT = 3 };
+/* Ids are permanent (Python mirrors them in _native.ISA_IDS). EK_ISA_AVX512 means AVX-512 F/BW/VL/VNNI/VBMI
+ * (Ice Lake, Sapphire Rapids, Zen 4 and later); it implies AVX2. */
+enum ek_isa { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_NEON = 2, EK_ISA_AVX512 = 3, EK_ISA_COUNT = 4 };
 
 enum ek_act_kind { EK_ACT_I8 = 0, EK_ACT_F32 = 1 };
 
 /* Weight layouts: EK_LAYOUT_NATIVE is the row layout of layouts.py (every ISA must accept it); other
- * layouts are produced by ek_repack() for one kernel and only that kernel reads them. */
-enum ek_layout { EK_LAYOUT_NATIVE = 0 }; /* no repacked layout exists yet (see ek_repack) */
+ * layouts are produced by ek_repack() for one kernel family (and decoded by the scalar fallback, so a call
+ * after a change of ISA stays correct).
+ *   EK_LAYOUT_TERNARY_LUT3 (ek_t2 and ek_t1, one scale per tensor or row): the trits re-encoded for the
+ *     lookup-table kernels of lut.c. Rows in tiles of 32 (the last tile padded with zero rows), columns in
+ *     triples (ceil(cols / 3), padded to an even count; missing columns are zero), each triple of a row one
+ *     base-3 index i = d0 + 3 d1 + 9 d2 (d = trit + 1, i in 0..26). Tile-major; per tile, per pair of triples
+ *     (2p, 2p + 1): 32 bytes (byte r = low nibble of row r's index of triple 2p | low nibble of triple 2p + 1
+ *     << 4), then two little-endian uint32 of bit 4 of the indices (bit r = row r), triple 2p first:
+ *     40 bytes per 192 weights, 1.67 bits per weight (ek_t2 reads 2, ek_t1 1.6). */
+enum ek_layout { EK_LAYOUT_NATIVE = 0, EK_LAYOUT_TERNARY_LUT3 = 1 };
 
 enum ek_status {
     EK_OK = 0,
@@ -121,6 +131,10 @@ int ek_linear(const ek_weight *w, const ek_act *a, float *y, int64_t ldy, const 
  * faster kernel was not taken (static string, "" when the best one applies). */
 const char *ek_kernel_choice(const ek_weight *w, int act_kind, int64_t tokens, const char **reason);
 
+/* The layout the current ISA's kernels want for this native weight (EK_LAYOUT_NATIVE if no repack pays off);
+ * the caller repacks with ek_repack_size / ek_repack and then sets w.layout and w.data. */
+int ek_preferred_layout(const ek_weight *w, int act_kind);
+
 /* The name of `isa`'s own kernel for (format, act kind, layout, T), or NULL if that ISA has none (listing only:
  * ignores whether the ISA runs on this CPU and the kernel's shape limits). */
 const char *ek_isa_kernel_name(int isa, int format, int act_kind, int layout, int64_t tokens);
@@ -159,17 +173,20 @@ typedef struct ek_kernel {
                  int64_t r0, int64_t r1);
 } ek_kernel;
 
-/* Each back end returns its kernel for (format, act kind, layout, T), or NULL if it has none. The AVX2 and
- * NEON getters return NULL when compiled for another architecture. T lets a back end pick a GEMV or a GEMM
+/* Each back end returns its kernel for (format, act kind, layout, T), or NULL if it has none. The AVX2,
+ * AVX-512 and NEON getters return NULL when compiled for another architecture. T lets a back end pick a GEMV or a GEMM
  * kernel per shape. */
 const ek_kernel *ek_scalar_kernel(int format, int act_kind, int layout, int64_t tokens);
 const ek_kernel *ek_avx2_kernel(int format, int act_kind, int layout, int64_t tokens);
+const ek_kernel *ek_avx512_kernel(int format, int act_kind, int layout, int64_t tokens);
 const ek_kernel *ek_neon_kernel(int format, int act_kind, int layout, int64_t tokens);
 int ek_neon_supported(void); /* run-time check (HWCAP); defined in neon*.c on aarch64 */
 
 /* Helpers shared by the back ends (defined in scalar.c). */
 /* Decode codes [c0, c0 + n) of one native row into int8 values (code - offset; ek_u*: raw codes). */
 void ek_decode_row_values(int format, const uint8_t *row, int64_t c0, int64_t n, int8_t *out);
+/* Row r of an EK_LAYOUT_TERNARY_LUT3 weight as trits [cols] (lut.c). */
+void ek_lut_decode_row(const ek_weight *w, int64_t r, int8_t *out);
 /* The value offset of a symmetric format: trits 1, int2 2, int3 4, int4 8, int8 128; 0 for ek_u*. */
 int ek_format_offset(int format);
 int ek_format_is_float(int format);

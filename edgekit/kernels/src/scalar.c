@@ -1,7 +1,7 @@
 /* Portable scalar C kernels: the baseline every ISA falls back to, and the shared decode helpers.
  *
  * One generic kernel serves every integer format: each row is decoded once into int8 values [cols]
- * (ek_decode_row_values), then dotted with every token's int8 activations group by group in int32, which
+ * (ek_decode_row_values, or ek_lut_decode_row for a weight repacked to EK_LAYOUT_TERNARY_LUT3), then dotted with every token's int8 activations group by group in int32, which
  * is exact (|v| <= 128, |q| <= 127, so a group of up to 2^17 columns cannot overflow). Float weights use a
  * float32 dot product in column order.
  */
@@ -105,7 +105,8 @@ static void rows_int_a8(const ek_weight *w, const ek_act *a, const void *scratch
         free(vals); free(acc); return;
     }
     for (int64_t r = r0; r < r1; r++) {
-        ek_decode_row_values(w->format, w->data + r * w->row_bytes, 0, cols, vals);
+        if (w->layout == EK_LAYOUT_TERNARY_LUT3) ek_lut_decode_row(w, r, vals);
+        else ek_decode_row_values(w->format, w->data + r * w->row_bytes, 0, cols, vals);
         const uint8_t *zeros = w->zeros ? w->zeros + r * groups : NULL;
         for (int64_t t = 0; t < a->tokens; t++) {
             const int8_t *q = a->q + t * cols;
@@ -150,7 +151,10 @@ static const ek_kernel scalar_float = {"float_dot_scalar", 0, EK_ACT_F32, EK_LAY
 
 const ek_kernel *ek_scalar_kernel(int format, int act_kind, int layout, int64_t tokens) {
     (void)tokens;
-    if (layout != EK_LAYOUT_NATIVE || format < EK_FMT_T2 || format > EK_FMT_F32) return NULL;
+    if (format < EK_FMT_T2 || format > EK_FMT_F32) return NULL;
+    if (layout == EK_LAYOUT_TERNARY_LUT3) /* the fallback for a repacked weight after a change of ISA */
+        return (format == EK_FMT_T2 || format == EK_FMT_T1) && act_kind == EK_ACT_I8 ? &scalar_int : NULL;
+    if (layout != EK_LAYOUT_NATIVE) return NULL;
     if (ek_format_is_float(format)) return act_kind == EK_ACT_F32 ? &scalar_float : NULL;
     return act_kind == EK_ACT_I8 ? &scalar_int : NULL;
 }

@@ -1,0 +1,204 @@
+/* Lookup-table (LUT) ternary kernels in the T-MAC / bitnet.cpp lineage, on EK_LAYOUT_TERNARY_LUT3
+ * (ek_kernels.h describes the bytes), plus that layout's repack and its portable decoder.
+ *
+ * Idea: for one token, the 27 partial sums of every column triple, T_j[i] = (d0-1) x0 + (d1-1) x1 + (d2-1) x2
+ * for i = d0 + 3 d1 + 9 d2, are built once (prepare(): one zmm of 32 int16 per triple, |T| <= 381, exact);
+ * each weight triple of a row is then one 5-bit index, and vpermw looks up 32 rows' partial sums of one
+ * triple in one instruction (the table is the instruction's 32-entry int16 source). So the weights never get
+ * unpacked to values: 96 multiply-adds are one vpermw + one vpaddw (plus ~1.5 ops of index extraction per
+ * triple, shared by every token of a block). No sign-symmetry folding is needed: 27 signed entries fit the 32
+ * lanes of one table (bitnet.cpp's TL2 folds 27 into 14 + a sign bit to fit 16-entry vpshufb tables;
+ * with vpermw the fold would only add a sign step). Tables stay exact int16 (no int8 table quantization):
+ * a row accumulates int16 for 42 pairs of triples (84 * 381 = 32004 < 2^15), then widens into int32.
+ *
+ * Why the layout pays: it stores 1.67 bits per weight, 17% fewer bytes than ek_t2, and decode is bound by
+ * bytes. Measured on this Sapphire Rapids, 2560 x 6912 (BitNet 2B4T down projection), working set > 256 MiB:
+ * see ek_lut_preferred_layout for the numbers and the command.
+ */
+#include "ek_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LUT_TILE 32   /* rows per tile: the 32 int16 lanes of a zmm */
+#define PAIR_BYTES 40 /* 32 nibble-pair bytes + 2 x uint32 of bit 4 */
+#define ZERO_INDEX 13 /* 1 + 3 + 9: three zero trits */
+
+static int is_ternary(int format) { return format == EK_FMT_T2 || format == EK_FMT_T1; }
+
+/* Pairs of triples per tile row: ceil(ceil(cols / 3) / 2). */
+static int64_t lut_pairs(int64_t cols) { return ((cols + 2) / 3 + 1) / 2; }
+static int64_t lut_tiles(int64_t rows) { return (rows + LUT_TILE - 1) / LUT_TILE; }
+static int64_t lut_tile_bytes(int64_t cols) { return lut_pairs(cols) * PAIR_BYTES; }
+
+size_t ek_lut_repack_size(const ek_weight *w, int layout) {
+    if (layout != EK_LAYOUT_TERNARY_LUT3 || !is_ternary(w->format) || w->group != w->cols) return 0;
+    return (size_t)(lut_tiles(w->rows) * lut_tile_bytes(w->cols));
+}
+
+/* The index of triple j of one tile row held in pair bytes `pb` (j = 0 or 1 within the pair). */
+static inline int pair_index(const uint8_t *pb, int row, int j) {
+    uint32_t bits;
+    memcpy(&bits, pb + 32 + 4 * j, 4);
+    return ((pb[row] >> (4 * j)) & 15) | (int)(((bits >> row) & 1u) << 4);
+}
+
+/* Row r of a LUT3 weight as trits [cols] (the scalar fallback's decoder). */
+void ek_lut_decode_row(const ek_weight *w, int64_t r, int8_t *out) {
+    const uint8_t *tile = w->data + (r / LUT_TILE) * lut_tile_bytes(w->cols);
+    int row = (int)(r % LUT_TILE);
+    for (int64_t c = 0; c < w->cols; c += 3) {
+        int64_t triple = c / 3;
+        int idx = pair_index(tile + (triple / 2) * PAIR_BYTES, row, (int)(triple & 1));
+        for (int d = 0; d < 3 && c + d < w->cols; d++, idx /= 3) out[c + d] = (int8_t)(idx % 3 - 1);
+    }
+}
+
+/* Re-encode native rows [r0, r1) (r0 a multiple of 32) into their tiles: a pure re-encoding of the trits,
+ * streamed one 32-row tile at a time (32 decoded rows of scratch). */
+int ek_lut_repack_rows(const ek_weight *w, int layout, uint8_t *dst, int64_t r0, int64_t r1) {
+    if (ek_lut_repack_size(w, layout) == 0) return EK_ERR_UNSUPPORTED;
+    int64_t pairs = lut_pairs(w->cols), width = pairs * 6;
+    int8_t *vals = malloc((size_t)(LUT_TILE * width));
+    if (!vals) return EK_ERR_NOMEM;
+    for (int64_t t = r0 / LUT_TILE; t < lut_tiles(r1); t++) {
+        memset(vals, 0, (size_t)(LUT_TILE * width)); /* zero trits for padded rows and columns */
+        for (int i = 0; i < LUT_TILE && t * LUT_TILE + i < w->rows; i++)
+            ek_decode_row_values(w->format, w->data + (t * LUT_TILE + i) * w->row_bytes, 0, w->cols, vals + i * width);
+        uint8_t *tile = dst + t * lut_tile_bytes(w->cols);
+        for (int64_t p = 0; p < pairs; p++) {
+            uint8_t *pb = tile + p * PAIR_BYTES;
+            uint32_t bits[2] = {0, 0};
+            for (int i = 0; i < LUT_TILE; i++) {
+                uint8_t byte = 0;
+                for (int j = 0; j < 2; j++) {
+                    const int8_t *v = vals + i * width + (2 * p + j) * 3;
+                    int idx = (v[0] + 1) + 3 * (v[1] + 1) + 9 * (v[2] + 1);
+                    byte |= (uint8_t)((idx & 15) << (4 * j));
+                    bits[j] |= (uint32_t)(idx >> 4) << i;
+                }
+                pb[i] = byte;
+            }
+            memcpy(pb + 32, bits, 8);
+        }
+    }
+    free(vals);
+    return EK_OK;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+#define EK_INLINE static inline __attribute__((always_inline)) EK_AVX512
+#define WIDEN_PAIRS 42 /* int16 accumulation for 42 pairs: 84 * 381 = 32004 < 32767 */
+
+static size_t lut_scratch(const ek_weight *w, const ek_act *a) {
+    return (size_t)(a->tokens * lut_pairs(w->cols) * 2 * 64);
+}
+
+/* Tables [T][2 * pairs][32] int16: lane i of triple j = sum_d (digit_d(i) - 1) * q[3j + d] (0 past cols). */
+static EK_AVX512 void build_tables(const ek_weight *w, const ek_act *a, void *scratch) {
+    int16_t m[3][32];
+    for (int i = 0; i < 32; i++)
+        for (int d = 0, v = i; d < 3; d++, v /= 3) m[d][i] = (int16_t)(i < 27 ? v % 3 - 1 : 0);
+    __m512i m0 = _mm512_loadu_si512(m[0]), m1 = _mm512_loadu_si512(m[1]), m2 = _mm512_loadu_si512(m[2]);
+    int64_t triples = lut_pairs(w->cols) * 2, full = w->cols / 3;
+    for (int64_t t = 0; t < a->tokens; t++) {
+        const int8_t *q = a->q + t * a->cols;
+        __m512i *out = (__m512i *)scratch + t * triples;
+        for (int64_t j = 0; j < triples; j++) {
+            int8_t x[3] = {0, 0, 0};
+            if (j < full) memcpy(x, q + 3 * j, 3);
+            else for (int d = 0; d < 3 && 3 * j + d < w->cols; d++) x[d] = q[3 * j + d];
+            __m512i e = _mm512_mullo_epi16(m0, _mm512_set1_epi16(x[0]));
+            e = _mm512_add_epi16(e, _mm512_mullo_epi16(m1, _mm512_set1_epi16(x[1])));
+            e = _mm512_add_epi16(e, _mm512_mullo_epi16(m2, _mm512_set1_epi16(x[2])));
+            _mm512_store_si512(out + j, e);
+        }
+    }
+}
+
+/* int16 lanes -> two int32 halves (rows 0..15, 16..31) added into acc. */
+EK_INLINE void widen_into(__m512i v, __m512i *lo, __m512i *hi) {
+    *lo = _mm512_add_epi32(*lo, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(v)));
+    *hi = _mm512_add_epi32(*hi, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1)));
+}
+
+/* One 32-row tile for NB tokens [t0, t0 + NB): exact int32 row sums, then the scale as in scalar.c. */
+EK_INLINE void tile_tokens(const int NB, const ek_weight *w, const ek_act *a, const __m512i *tables, int64_t tile,
+                           int64_t t0, float *y, int64_t ldy) {
+    const int64_t pairs = lut_pairs(w->cols), triples = 2 * pairs;
+    const uint8_t *src = w->data + tile * lut_tile_bytes(w->cols);
+    const __m512i nib = _mm512_set1_epi16(15), sixteen = _mm512_set1_epi16(16);
+    __m512i lo[4], hi[4], acc[4];
+    for (int b = 0; b < NB; b++) lo[b] = hi[b] = acc[b] = _mm512_setzero_si512();
+    for (int64_t p0 = 0; p0 < pairs; p0 += WIDEN_PAIRS) {
+        int64_t p1 = p0 + WIDEN_PAIRS < pairs ? p0 + WIDEN_PAIRS : pairs;
+        for (int64_t p = p0; p < p1; p++) {
+            const uint8_t *pb = src + p * PAIR_BYTES;
+            __m512i words = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)pb));
+            uint32_t bits[2];
+            memcpy(bits, pb + 32, 8);
+            __mmask32 k0 = (__mmask32)bits[0], k1 = (__mmask32)bits[1];
+            __m512i a0 = _mm512_and_si512(words, nib), a1 = _mm512_srli_epi16(words, 4);
+            __m512i i0 = _mm512_mask_add_epi16(a0, k0, a0, sixteen), i1 = _mm512_mask_add_epi16(a1, k1, a1, sixteen);
+            for (int b = 0; b < NB; b++) {
+                const __m512i *tb = tables + (t0 + b) * triples + 2 * p;
+                acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(i0, _mm512_load_si512(tb)));
+                acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(i1, _mm512_load_si512(tb + 1)));
+            }
+        }
+        for (int b = 0; b < NB; b++) { widen_into(acc[b], &lo[b], &hi[b]); acc[b] = _mm512_setzero_si512(); }
+    }
+    int64_t r0 = tile * LUT_TILE, n = w->rows - r0 < LUT_TILE ? w->rows - r0 : LUT_TILE;
+    for (int b = 0; b < NB; b++) {
+        int32_t sums[LUT_TILE];
+        _mm512_storeu_si512(sums, lo[b]);
+        _mm512_storeu_si512(sums + 16, hi[b]);
+        int64_t t = t0 + b;
+        float as = a->scale[t];
+        for (int64_t i = 0; i < n; i++) {
+            float s = (float)sums[i];
+            y[t * ldy + r0 + i] = w->per_tensor ? (s * as) * w->scales[0] : (s * w->scales[r0 + i]) * as;
+        }
+    }
+}
+
+/* Rows [r0, r1) (r0 a multiple of the 32-row tile): token blocks of 4 reuse each tile's extracted indices. */
+static EK_AVX512 void rows_lut3(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
+                                int64_t r0, int64_t r1) {
+    const __m512i *tables = (const __m512i *)scratch;
+    for (int64_t tile = r0 / LUT_TILE; tile < lut_tiles(r1); tile++) {
+        int64_t t0 = 0;
+        for (; t0 + 4 <= a->tokens; t0 += 4) tile_tokens(4, w, a, tables, tile, t0, y, ldy);
+        for (; t0 < a->tokens; t0++) tile_tokens(1, w, a, tables, tile, t0, y, ldy);
+    }
+}
+
+static int supports_lut3(const ek_weight *w, int64_t tokens, const char **reason) {
+    (void)tokens;
+    if (w->group != w->cols) { *reason = "LUT3 kernels take one scale per tensor or row"; return 0; }
+    return 1;
+}
+
+static const ek_kernel lut3_kernels[2] = {
+    {"t2_lut3_avx512", EK_FMT_T2, EK_ACT_I8, EK_LAYOUT_TERNARY_LUT3, LUT_TILE, supports_lut3, lut_scratch,
+     build_tables, rows_lut3},
+    {"t1_lut3_avx512", EK_FMT_T1, EK_ACT_I8, EK_LAYOUT_TERNARY_LUT3, LUT_TILE, supports_lut3, lut_scratch,
+     build_tables, rows_lut3},
+};
+
+const ek_kernel *ek_avx512_lut_kernel(int format, int act_kind, int layout, int64_t tokens) {
+    (void)tokens;
+    if (layout != EK_LAYOUT_TERNARY_LUT3 || act_kind != EK_ACT_I8 || !is_ternary(format)) return NULL;
+    return &lut3_kernels[format == EK_FMT_T1];
+}
+#endif
+
+/* Which layout pays on `isa` (measured, see below); NATIVE unless a LUT3 kernel exists there and wins. */
+int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa) {
+    if (isa != EK_ISA_AVX512 || act_kind != EK_ACT_I8 || !is_ternary(w->format) || w->group != w->cols)
+        return EK_LAYOUT_NATIVE;
+    return EK_LAYOUT_TERNARY_LUT3;
+}
