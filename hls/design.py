@@ -1,0 +1,128 @@
+"""The parameters of one generated accelerator: model dimensions plus the engine's knobs (`HlsConfig`),
+checked against what the engine can take. The writer, the integer reference, the driver and the cycle
+model all read the same `Design`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgekit.errors import ConfigError, UnsupportedModelError
+from edgekit.hls.packing import MATRICES, TritCode, ceil_div, matrix_words
+from edgekit.model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class HlsConfig:
+    """Engine knobs. `group` trits per table index (G), `half_table` sign bit + (3^G+1)/2 entries,
+    `lanes` parallel lookups (rows a cycle), `tile_tokens` prefill tile, `key_block` attention block,
+    `max_seq` KV cache length on the device (0: the model's)."""
+
+    group: int = 3
+    half_table: bool = True
+    lanes: int = 16
+    tile_tokens: int = 8
+    key_block: int = 16
+    max_seq: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        limits = {"group": (1, 6), "lanes": (1, 256), "tile_tokens": (1, 128), "key_block": (1, 1024)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ConfigError(f"HlsConfig.{name} must be an integer in [{lo}, {hi}], got {value!r}",
+                                  fix=f"pass --{name.replace('_', '-')} within the range")
+        if self.max_seq < 0:
+            raise ConfigError(f"HlsConfig.max_seq must be >= 0, got {self.max_seq}")
+
+
+@dataclass(frozen=True)
+class Design:
+    """A model's shapes and the engine configuration the generated project is built for."""
+
+    dim: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_seq: int
+    norm_eps: float
+    linear_input_norm: bool
+    sub_norms: bool
+    relu2: bool
+    hls: HlsConfig
+
+    @property
+    def code(self) -> TritCode:
+        return TritCode(self.hls.group, self.hls.half_table)
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def matrix_shapes(self) -> dict[str, tuple[int, int]]:
+        d, h, q, kv = self.dim, self.hidden, self.q_dim, self.kv_dim
+        return {"wq": (q, d), "wk": (kv, d), "wv": (kv, d), "wo": (d, q), "w1": (h, d), "w2": (d, h), "w3": (h, d)}
+
+    def matrix_offsets(self) -> dict[str, int]:
+        """Word offset of each matrix inside a layer, and "layer" = words per layer (ek_layer.h Layout)."""
+        offsets, at = {}, 0
+        for name in MATRICES:
+            offsets[name] = at
+            at += matrix_words(*self.matrix_shapes()[name], self.code, self.hls.lanes)
+        offsets["layer"] = at
+        return offsets
+
+    def param_offsets(self) -> dict[str, int]:
+        d, q, h = self.dim, self.q_dim, self.hidden
+        return {"scales": 0, "attn_norm": 8, "ffn_norm": 8 + d, "attn_sub_norm": 8 + 2 * d,
+                "ffn_sub_norm": 8 + 2 * d + q, "layer": 8 + 2 * d + q + h}
+
+    @property
+    def max_groups(self) -> int:
+        return ceil_div(max(self.dim, self.q_dim, self.hidden), self.hls.group)
+
+    @property
+    def inv_sqrt_head_dim(self) -> np.float32:
+        return np.float32(1.0) / np.sqrt(np.float32(self.head_dim))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def design_for(config: ModelConfig, hls: HlsConfig) -> Design:
+    """The design for a model; refuses what the engine cannot run, naming the limit."""
+    check_model(config)
+    max_seq = hls.max_seq or config.max_seq_len
+    if max_seq > config.max_seq_len:
+        raise ConfigError(f"max_seq {max_seq} exceeds the model's context of {config.max_seq_len}",
+                          fix=f"pass --max-seq <= {config.max_seq_len}")
+    return Design(dim=config.dim, hidden=config.hidden_dim, layers=config.n_layers, heads=config.n_heads,
+                  kv_heads=config.n_kv_heads, head_dim=config.head_dim, vocab=config.vocab_size,
+                  max_seq=max_seq, norm_eps=float(config.norm_eps), linear_input_norm=config.linear_input_norm,
+                  sub_norms=config.sub_norms, relu2=config.activation == "relu2", hls=hls)
+
+
+def check_model(config: ModelConfig) -> None:
+    needs = {"ternary_weights": (config.ternary_weights, True), "act_quant": (config.act_quant, "int8_absmax"),
+             "qkv_bias": (config.qkv_bias, False), "qk_norm": (config.qk_norm, False),
+             "o_bias": (getattr(config, "o_bias", False), False)}
+    for field, (value, wanted) in needs.items():
+        if value != wanted:
+            raise UnsupportedModelError(
+                f"the TLMM accelerator needs ModelConfig.{field} = {wanted!r}, this model has {value!r}",
+                fix="quantize to a W1.58A8 ternary model first (edgekit quantize --format ek_t1 --method qat)")
+    if config.activation not in ("silu", "relu2"):
+        raise UnsupportedModelError(f"activation {config.activation!r} has no HLS kernel (silu, relu2)")
+    if config.head_dim % 2 or config.n_heads % config.n_kv_heads:
+        raise UnsupportedModelError(f"head_dim {config.head_dim} must be even and n_heads {config.n_heads} a "
+                                    f"multiple of n_kv_heads {config.n_kv_heads}")

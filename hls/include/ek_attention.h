@@ -1,0 +1,89 @@
+// edgekit HLS: rotate-half RoPE and causal attention over the DDR KV cache.
+//
+// KV cache layout in DDR (float32): kv[layer][0 = K, 1 = V][pos][kv_head][head_dim].
+// RoPE table (host-computed, float32): rope[pos][head_dim / 2][2] = (cos, sin) of pos * inv_freq.
+// Softmax is two-pass per (token, head): scores for s <= pos, their max m, then
+// sum_s e^(score_s - m) and sum_s e^(score_s - m) v_s in ascending s; the output is their quotient.
+// Key blocks of KB positions are read once per query tile and blocks past the tile's last position are
+// skipped (block-wise causal prefill); decode is the same loop with a one-token tile streaming the cache.
+#pragma once
+#include "ek_math.h"
+#include "ek_stream.h"
+#include "ek_types.h"
+
+namespace ek {
+
+// Rotate-half RoPE of one head vector x[HD] in place: pairs (i, i + HD/2), as in HF Llama.
+template <int HD>
+void apply_rope(float x[HD], const float* rope_row) {
+    for (int i = 0; i < HD / 2; ++i) {
+        const float c = rope_row[2 * i], s = rope_row[2 * i + 1];
+        const float x1 = x[i], x2 = x[i + HD / 2];
+        x[i] = x1 * c - x2 * s;
+        x[i + HD / 2] = x2 * c + x1 * s;
+    }
+}
+
+// Stream KB rows of one kv head (K or V plane) starting at position s0 into `out`.
+template <int KVH, int HD>
+void stream_kv_block(const float* plane, int s0, int count, int kvh, stream<float, HD>& out) {
+    for (int s = 0; s < count; ++s)
+        for (int d = 0; d < HD; ++d) {
+#pragma HLS PIPELINE II = 1
+            out.write(plane[((long)(s0 + s) * KVH + kvh) * HD + d]);
+        }
+}
+
+// out[t][h*HD..] for a tile of n_tok queries q[TT][H*HD] at positions p0 + t.
+template <int H, int KVH, int HD, int TT, int MAXS, int KB>
+void attend_tile(const float q[TT][H * HD], int n_tok, int p0, const float* k_plane, const float* v_plane,
+                 float inv_sqrt_hd, float out[TT][H * HD]) {
+    static float scores[TT][MAXS];
+    const int last = p0 + n_tok - 1;                 // keys past `last` are masked for the whole tile
+    const int n_blocks = ceil_div(last + 1, KB);
+    for (int h = 0; h < H; ++h) {
+        const int kvh = h / (H / KVH);
+        float maxs[TT];
+        for (int t = 0; t < n_tok; ++t) maxs[t] = -INFINITY;
+        for (int b = 0; b < n_blocks; ++b) {         // pass 1: scores, key block reused by the tile
+            const int s0 = b * KB, count = (s0 + KB <= last + 1) ? KB : last + 1 - s0;
+            stream<float, HD> keys;
+            stream_kv_block<KVH, HD>(k_plane, s0, count, kvh, keys);
+            for (int s = 0; s < count; ++s) {
+                float key[HD];
+                for (int d = 0; d < HD; ++d) key[d] = keys.read();
+                for (int t = 0; t < n_tok; ++t) {
+                    if (s0 + s > p0 + t) continue;   // causal mask inside the diagonal block
+                    float dot = 0.0f;
+                    for (int d = 0; d < HD; ++d) dot += q[t][h * HD + d] * key[d];
+                    scores[t][s0 + s] = dot * inv_sqrt_hd;
+                    maxs[t] = scores[t][s0 + s] > maxs[t] ? scores[t][s0 + s] : maxs[t];
+                }
+            }
+        }
+        float sums[TT], acc[TT][HD];
+        for (int t = 0; t < n_tok; ++t) {
+            sums[t] = 0.0f;
+            for (int d = 0; d < HD; ++d) acc[t][d] = 0.0f;
+        }
+        for (int b = 0; b < n_blocks; ++b) {         // pass 2: weights and values in ascending s
+            const int s0 = b * KB, count = (s0 + KB <= last + 1) ? KB : last + 1 - s0;
+            stream<float, HD> values;
+            stream_kv_block<KVH, HD>(v_plane, s0, count, kvh, values);
+            for (int s = 0; s < count; ++s) {
+                float value[HD];
+                for (int d = 0; d < HD; ++d) value[d] = values.read();
+                for (int t = 0; t < n_tok; ++t) {
+                    if (s0 + s > p0 + t) continue;
+                    const float e = exp_approx(scores[t][s0 + s] - maxs[t]);
+                    sums[t] += e;
+                    for (int d = 0; d < HD; ++d) acc[t][d] += e * value[d];
+                }
+            }
+        }
+        for (int t = 0; t < n_tok; ++t)
+            for (int d = 0; d < HD; ++d) out[t][h * HD + d] = acc[t][d] / sums[t];
+    }
+}
+
+}  // namespace ek

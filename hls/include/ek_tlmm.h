@@ -1,0 +1,125 @@
+// edgekit HLS: the TLMM engine (table-lookup ternary matmul, TeLLMe / T-MAC lineage).
+//
+// Offline, each weight row is cut into groups of G trits t_0..t_{G-1}; a group's full index is
+// sum_j (t_j + 1) 3^j in [0, 3^G). With HALF tables (mirror consolidation) a group and its negation share
+// one entry: indices above the all-zero group Z = (3^G - 1) / 2 are stored as sign 1 and 3^G - 1 - index,
+// so the table has Z + 1 = (3^G + 1) / 2 entries. A code is [sign | index], kBits wide, packed LSB-first
+// into 64-bit words, kPerWord codes a word (hls/packing.py writes the same layout).
+//
+// Online, for each token and group the engine builds table[k] = sum_j (digit_j(k) - 1) a_j from the int8
+// activations, then LANES rows look their codes up in parallel and accumulate in int32. The same engine
+// serves decode (n_tok = 1) and prefill (a tile of up to TT tokens that reuses every weight word).
+//
+// DDR layout of one matrix [OUT, IN]: word[rb][c][lane], rb = row / LANES (rows padded with zero groups to
+// a multiple of LANES), c = word column (ceil(groups / kPerWord) a row), lane = row % LANES.
+#pragma once
+#include "ek_types.h"
+
+namespace ek {
+
+template <int G, bool HALF>
+struct TritCode {
+    static constexpr int kGroupSize = G;
+    static constexpr int kStates = pow3(G);
+    static constexpr int kZero = (kStates - 1) / 2;  // index of the all-zero group
+    static constexpr int kEntries = HALF ? kZero + 1 : kStates;
+    static constexpr int kIndexBits = bits_for(kEntries - 1);
+    static constexpr int kBits = kIndexBits + (HALF ? 1 : 0);
+    static constexpr int kPerWord = 64 / kBits;
+    static constexpr unsigned kIndexMask = (1u << kIndexBits) - 1u;
+};
+
+// Shape of one packed matrix in words.
+template <class CODE, int LANES, int OUT, int IN>
+struct MatrixShape {
+    static constexpr int kGroups = ceil_div(IN, CODE::kGroupSize);
+    static constexpr int kWordsPerRow = ceil_div(kGroups, CODE::kPerWord);
+    static constexpr int kRowBlocks = ceil_div(OUT, LANES);
+    static constexpr int kWords = kRowBlocks * kWordsPerRow * LANES;
+};
+
+// table[k] for one group of G activations a[0..G-1] (k in [0, kEntries)). Fully unrolled in hardware:
+// the digits of k are constants, so each entry is a small adder tree.
+template <int G, bool HALF>
+void build_group_table(const int a[G], entry_t table[TritCode<G, HALF>::kEntries]) {
+    for (int k = 0; k < TritCode<G, HALF>::kEntries; ++k) {
+#pragma HLS UNROLL
+        int sum = 0, rest = k;
+        for (int j = 0; j < G; ++j) {
+            sum += (rest % 3 - 1) * a[j];
+            rest /= 3;
+        }
+        table[k] = sum;
+    }
+}
+
+// Tables for n_tok tokens of an int8 vector x[TT][IN] (groups past IN read zero activations).
+template <int G, bool HALF, int TT, int IN, int MAXG>
+void build_tables(const act_t x[TT][IN], int n_tok, entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries]) {
+    constexpr int kGroups = ceil_div(IN, G);
+    static_assert(kGroups <= MAXG, "table memory too small for this input width");
+    for (int t = 0; t < n_tok; ++t) {
+        for (int g = 0; g < kGroups; ++g) {
+#pragma HLS PIPELINE II = 1
+            int a[G];
+            for (int j = 0; j < G; ++j) a[j] = (g * G + j < IN) ? (int)x[t][g * G + j] : 0;
+            build_group_table<G, HALF>(a, tables[t][g]);
+        }
+    }
+}
+
+// One lookup: the entry for `code`, negated when its sign bit is set (HALF tables only).
+template <int G, bool HALF>
+inline int lookup_code(const entry_t* table, unsigned code) {
+    typedef TritCode<G, HALF> C;
+    int value = table[code & C::kIndexMask];
+    if (HALF && ((code >> C::kIndexBits) & 1u)) value = -value;
+    return value;
+}
+
+// Copy one row block (LANES rows x words-per-row) from DDR into an on-chip tile.
+template <int WPR, int LANES>
+void load_row_block(const word_t* w, int rb, word_t tile[WPR * LANES]) {
+    for (int i = 0; i < WPR * LANES; ++i) {
+#pragma HLS PIPELINE II = 1
+        tile[i] = w[(long)rb * WPR * LANES + i];
+    }
+}
+
+// y[t][row] = sum_i W[row][i] x[t][i] through the tables; the next row block loads while this one
+// computes (ping-pong tiles; HLS overlaps them, C simulation runs them in turn with the same result).
+template <int G, bool HALF, int LANES, int TT, int OUT, int IN, int MAXG>
+void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
+          acc_t y[TT][OUT]) {
+    typedef TritCode<G, HALF> C;
+    constexpr int kGroups = ceil_div(IN, G);
+    constexpr int kWpr = ceil_div(kGroups, C::kPerWord);
+    constexpr int kRowBlocks = ceil_div(OUT, LANES);
+    static word_t tiles[2][kWpr * LANES];
+#pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = uram
+    load_row_block<kWpr, LANES>(w, 0, tiles[0]);
+    for (int rb = 0; rb < kRowBlocks; ++rb) {
+        if (rb + 1 < kRowBlocks) load_row_block<kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);
+        const word_t* tile = tiles[rb & 1];
+        int acc[TT][LANES];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 2
+        for (int t = 0; t < TT; ++t)
+            for (int l = 0; l < LANES; ++l) acc[t][l] = 0;
+        for (int g = 0; g < kGroups; ++g) {
+#pragma HLS PIPELINE II = 1
+            const int c = g / C::kPerWord, shift = (g % C::kPerWord) * C::kBits;
+            for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+                unsigned code = (unsigned)((tile[c * LANES + l] >> shift) & ((1u << C::kBits) - 1u));
+                for (int t = 0; t < n_tok; ++t) acc[t][l] += lookup_code<G, HALF>(tables[t][g], code);
+            }
+        }
+        for (int l = 0; l < LANES; ++l) {
+            const int row = rb * LANES + l;
+            if (row < OUT)
+                for (int t = 0; t < n_tok; ++t) y[t][row] = acc[t][l];
+        }
+    }
+}
+
+}  // namespace ek

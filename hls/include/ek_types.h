@@ -1,0 +1,23 @@
+// edgekit HLS: data types shared by every kernel.
+// ap_int comes from $XILINX_HLS/include under Vitis, or from hls4ml's Apache-2.0 copy under g++ (csim).
+#pragma once
+#include <ap_int.h>
+#include <cmath>
+#include <cstdint>
+
+namespace ek {
+
+typedef ap_uint<64> word_t;   // one AXI beat of packed trit-group codes (LSB-first slots)
+typedef ap_int<8> act_t;      // per-token absmax int8 activation (BitNet A8), in [-127, 127]
+typedef ap_int<16> entry_t;   // a lookup-table entry: a signed sum of G int8 activations, |s| <= 127 * G
+typedef ap_int<32> acc_t;     // int32 accumulator of table lookups
+
+static_assert(sizeof(word_t) == 8, "ap_uint<64> must be one 64-bit word (the host passes uint64 arrays)");
+
+// 3^g at compile time; the group states of G trits.
+constexpr int pow3(int g) { return g == 0 ? 1 : 3 * pow3(g - 1); }
+// Bits to hold values 0..n (n >= 1).
+constexpr int bits_for(int n) { return n <= 1 ? 1 : 1 + bits_for(n >> 1); }
+constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+}  // namespace ek

@@ -1,0 +1,44 @@
+"""The accelerator's identity and register map: the one source the HLS writer and the PYNQ driver share.
+
+The writer puts `IP_VLNV` into the Vitis HLS export (`config_export -vendor/-library/-ipname/-version`)
+and the driver binds to it (`pynq.DefaultIP.bindto`). The register map follows Vitis HLS's s_axilite
+layout for `ek_top`'s arguments in order: 0x00 control, 0x04 global interrupt enable, 0x08 IP interrupt
+enable, 0x0c IP interrupt status, then each 64-bit pointer as low word, high word and a reserved word
+(12 bytes) and each 32-bit scalar as a data word and a reserved word (8 bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IP_VENDOR, IP_LIBRARY, IP_NAME, IP_VERSION = "edgekit.org", "hls", "ek_top", "1.0"
+IP_VLNV = f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{IP_VERSION}"
+TOP_FUNCTION = "ek_top"
+
+# Control register bits (Vitis HLS ap_ctrl_hs).
+AP_START, AP_DONE, AP_IDLE, AP_READY = 0x1, 0x2, 0x4, 0x8
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    width_bits: int   # 32 for scalars and control, 64 for buffer addresses
+
+
+def _build_register_map() -> dict[str, Register]:
+    regs = [Register("CTRL", 0x00, 32), Register("GIER", 0x04, 32), Register("IP_IER", 0x08, 32),
+            Register("IP_ISR", 0x0C, 32)]
+    offset = 0x10
+    for name in ("weights", "params", "rope", "kv", "hbuf"):
+        regs.append(Register(name, offset, 64))
+        offset += 12
+    for name in ("n_tokens", "start_pos", "layer_begin", "layer_end"):
+        regs.append(Register(name, offset, 32))
+        offset += 8
+    return {r.name: r for r in regs}
+
+
+REGISTER_MAP: dict[str, Register] = _build_register_map()
+BUFFER_ARGS = ("weights", "params", "rope", "kv", "hbuf")
+SCALAR_ARGS = ("n_tokens", "start_pos", "layer_begin", "layer_end")

@@ -1,0 +1,162 @@
+"""The integer/float32 reference of the HLS design: numpy doing exactly what hls/include/*.h does.
+
+Every sum runs in index order, every float32 operation is one IEEE-rounded numpy ufunc in the C++'s
+order, exp is `ek_math.h`'s polynomial, and the ternary matmul is an exact integer sum (the engine's table
+lookups give the same integers: `packing.tlmm_by_tables`). So this and the C simulation agree bit for
+bit, and this is held close to edgekit's float reference forward (edgekit/model/reference.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.hls.design import Design
+
+F32 = np.float32
+LOG2E = F32(float.fromhex("0x1.715476p+0"))
+EXP2_POLY = [F32(float.fromhex(h)) for h in ("0x1p+0", "0x1.62e43p-1", "0x1.ebfbep-3", "0x1.c6b08ep-5",
+                                              "0x1.3b2ab6p-7", "0x1.5d87fep-10", "0x1.430912p-13",
+                                              "0x1.ffcbfcp-17")]
+
+
+def exp_approx(x: np.ndarray) -> np.ndarray:
+    """ek_math.h exp_approx: clamp, t = x log2 e, 2^frac(t) by Horner, times 2^floor(t)."""
+    x = np.minimum(np.maximum(np.asarray(x, dtype=F32), F32(-87.0)), F32(88.0))
+    t = x * LOG2E
+    n = np.floor(t)
+    f = t - n
+    p = np.full_like(f, EXP2_POLY[7])
+    for k in range(6, -1, -1):
+        p = p * f + EXP2_POLY[k]
+    return np.ldexp(p, n.astype(np.int32)).astype(F32)
+
+
+def sum_squares(x: np.ndarray) -> np.ndarray:
+    """Sequential sum of x^2 over the last axis (ek_quant.h sum_squares): [..., N] -> [...]."""
+    s = np.zeros(x.shape[:-1], dtype=F32)
+    for i in range(x.shape[-1]):
+        s = s + x[..., i] * x[..., i]
+    return s
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: np.float32) -> np.ndarray:
+    d = np.sqrt(sum_squares(x) / F32(x.shape[-1]) + eps)
+    return x / d[..., None] * weight
+
+
+def bitlinear_norm(x: np.ndarray) -> np.ndarray:
+    rms = np.sqrt(sum_squares(x) / F32(x.shape[-1]))
+    d = np.where(rms > 0, rms * F32(x.shape[-1]), F32(1.0))
+    return x / d[..., None]
+
+
+def quantize_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [T, N] -> (q [T, N] int64 in [-127, 127], scale [T] float32) as ek_quant.h quantize_absmax."""
+    scale = np.max(np.abs(x), axis=-1) / F32(127.0)
+    safe = np.where(scale > 0, scale, F32(1.0))
+    v = x / safe[:, None]
+    r = np.floor(np.abs(v) + F32(0.5))
+    return np.where(v < 0, -r, r).astype(np.int64), scale.astype(F32)
+
+
+def silu_gate(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    return gate / (F32(1.0) + exp_approx(-gate)) * up
+
+
+def relu2_gate(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    g = np.where(gate > 0, gate, F32(0.0))
+    return g * g * up
+
+
+def apply_rope(x: np.ndarray, rope: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """x [T, heads, hd], rope [max_seq, hd/2, 2] (cos, sin) -> rotate-half RoPE (ek_attention.h)."""
+    half = x.shape[-1] // 2
+    c, s = rope[positions, :, 0][:, None, :], rope[positions, :, 1][:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+
+def attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, positions: np.ndarray, group: int,
+           inv_sqrt_hd: np.float32) -> np.ndarray:
+    """q [T, H, hd], keys/values [S, KVH, hd] -> [T, H, hd]; two-pass softmax, ascending s (ek_attention.h)."""
+    S = int(positions.max()) + 1
+    k = np.repeat(keys[:S], group, axis=1).transpose(1, 0, 2)           # [H, S, hd]
+    v = np.repeat(values[:S], group, axis=1).transpose(1, 0, 2)
+    qh = q.transpose(1, 0, 2)                                             # [H, T, hd]
+    dot = np.zeros((qh.shape[0], qh.shape[1], S), dtype=F32)              # [H, T, S]
+    for d in range(q.shape[-1]):
+        dot = dot + qh[:, :, None, d] * k[:, None, :, d]
+    scores = dot * inv_sqrt_hd
+    valid = np.arange(S)[None, None, :] <= positions[None, :, None]       # [1, T, S]
+    m = np.max(np.where(valid, scores, -np.inf), axis=-1, keepdims=True)
+    e = np.where(valid, exp_approx(scores - m), F32(0.0))
+    sums = np.zeros(e.shape[:2], dtype=F32)
+    acc = np.zeros(qh.shape, dtype=F32)
+    for s in range(S):
+        sums = sums + e[:, :, s]
+        acc = acc + e[:, :, s, None] * v[:, None, s, :]
+    return (acc / sums[..., None]).transpose(1, 0, 2)
+
+
+class HlsReference:
+    """The accelerator in numpy: `run(h, start_pos)` updates hidden states [T, dim] through every layer,
+    keeping the KV cache [layers, 2, max_seq, kv_dim] like the device's DDR buffer."""
+
+    def __init__(self, design: Design, trits: dict[str, np.ndarray], params: np.ndarray, rope: np.ndarray):
+        self.design = design
+        self.trits = {k: v.astype(np.int64) for k, v in trits.items()}   # "layers.{i}.wq" -> [out, in]
+        self.params = params.reshape(design.layers, -1)
+        self.rope = rope.reshape(design.max_seq, design.head_dim // 2, 2)
+        self.kv = np.zeros((design.layers, 2, design.max_seq, design.kv_dim), dtype=F32)
+        self.eps = F32(design.norm_eps)
+
+    def quantize_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return quantize_absmax(bitlinear_norm(x) if self.design.linear_input_norm else x)
+
+    def bitlinear(self, q: np.ndarray, a_scale: np.ndarray, layer: int, name: str) -> np.ndarray:
+        acc = q @ self.trits[f"layers.{layer}.{name}"].T                   # exact int64 = the table sums
+        w_scale = self.params[layer, list(("wq", "wk", "wv", "wo", "w1", "w2", "w3")).index(name)]
+        return acc.astype(F32) * a_scale[:, None] * w_scale
+
+    def norm_param(self, layer: int, name: str, size: int) -> np.ndarray:
+        start = self.design.param_offsets()[name]
+        return self.params[layer, start:start + size]
+
+    def attention_block(self, h: np.ndarray, layer: int, positions: np.ndarray) -> np.ndarray:
+        d = self.design
+        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "attn_norm", d.dim), self.eps)
+        q8, a = self.quantize_input(x)
+        T = h.shape[0]
+        q = self.bitlinear(q8, a, layer, "wq").reshape(T, d.heads, d.head_dim)
+        k = self.bitlinear(q8, a, layer, "wk").reshape(T, d.kv_heads, d.head_dim)
+        v = self.bitlinear(q8, a, layer, "wv")
+        q, k = apply_rope(q, self.rope, positions), apply_rope(k, self.rope, positions)
+        self.kv[layer, 0, positions] = k.reshape(T, -1)
+        self.kv[layer, 1, positions] = v
+        keys = self.kv[layer, 0].reshape(d.max_seq, d.kv_heads, d.head_dim)
+        values = self.kv[layer, 1].reshape(d.max_seq, d.kv_heads, d.head_dim)
+        o = attend(q, keys, values, positions, d.heads // d.kv_heads, d.inv_sqrt_head_dim).reshape(T, d.q_dim)
+        if d.sub_norms:
+            o = rms_norm(o, self.norm_param(layer, "attn_sub_norm", d.q_dim), self.eps)
+        q8, a = self.quantize_input(o)
+        return h + self.bitlinear(q8, a, layer, "wo")
+
+    def ffn_block(self, h: np.ndarray, layer: int) -> np.ndarray:
+        d = self.design
+        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "ffn_norm", d.dim), self.eps)
+        q8, a = self.quantize_input(x)
+        gate, up = self.bitlinear(q8, a, layer, "w1"), self.bitlinear(q8, a, layer, "w3")
+        act = relu2_gate(gate, up) if d.relu2 else silu_gate(gate, up)
+        if d.sub_norms:
+            act = rms_norm(act, self.norm_param(layer, "ffn_sub_norm", d.hidden), self.eps)
+        q8, a = self.quantize_input(act)
+        return h + self.bitlinear(q8, a, layer, "w2")
+
+    def run(self, h: np.ndarray, start_pos: int, layer_begin: int = 0, layer_end: int | None = None) -> np.ndarray:
+        """Hidden states [T, dim] float32 at positions start_pos.. through layers [begin, end)."""
+        h = np.asarray(h, dtype=F32)
+        positions = np.arange(start_pos, start_pos + h.shape[0])
+        for layer in range(layer_begin, self.design.layers if layer_end is None else layer_end):
+            h = self.attention_block(h, layer, positions)
+            h = self.ffn_block(h, layer)
+        return h

@@ -1,0 +1,81 @@
+"""Resource model of the generated design (LUT/FF/DSP/BRAM/URAM) from the generator's own parameters.
+
+A first-order model, not a synthesis report: each on-chip buffer of ek_layer.h / ek_tlmm.h /
+ek_attention.h is counted in bits and mapped to URAM (when the part has it and the buffer is large) or
+36 Kb BRAM; lookup units, table builders and float pipelines carry per-unit LUT/FF/DSP costs. Vitis's
+csynth report replaces these numbers where Vitis exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgekit.boards import Board
+from edgekit.errors import ConfigError
+from edgekit.hls.design import Design
+from edgekit.hls.packing import ceil_div
+
+BRAM_BITS, URAM_BITS = 36 * 1024, 288 * 1024
+URAM_MIN_BITS = 64 * 1024          # smaller buffers stay in BRAM
+BASE_LUTS, BASE_FFS = 14000, 18000  # AXI masters, AXI-lite, control, interconnect
+FLOAT_MULS, FLOAT_ADDS = 40, 30     # dequant, norms, RoPE, softmax polynomial, attention MACs
+DSP_PER_FMUL, DSP_PER_FADD = 3, 2
+FIT_MARGIN = 0.9                    # leave 10% for routing
+
+
+@dataclass(frozen=True)
+class ResourceUse:
+    luts: int
+    flip_flops: int
+    dsps: int
+    bram_36k: int
+    uram: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def buffer_bits(design: Design) -> dict[str, int]:
+    """Bits of each on-chip buffer, by name (the arrays of the headers)."""
+    d, tt = design, design.hls.tile_tokens
+    wpr = max(ceil_div(ceil_div(n, d.hls.group), d.code.per_word) for n in (d.dim, d.q_dim, d.hidden))
+    floats = 4 * d.dim + 3 * d.q_dim + 2 * d.kv_dim + 4 * d.hidden        # ek_layer.h's float rows
+    return {"tables": tt * d.max_groups * d.code.entries * 16,
+            "weight_tiles": 2 * wpr * d.hls.lanes * 64,
+            "activations": tt * 32 * floats,
+            "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
+            "accumulators": tt * 32 * (d.q_dim + 2 * d.kv_dim + 2 * d.dim + 2 * d.hidden),
+            "scores": tt * d.max_seq * 32}
+
+
+def lookup_unit_luts(design: Design) -> int:
+    """One lane x token lookup: an entries-to-1 mux of 16 bits (4:1 per LUT6), negate, 32-bit accumulate."""
+    return 16 * ceil_div(design.code.entries - 1, 3) + 48
+
+
+def estimate_resources(design: Design, board: Board) -> ResourceUse:
+    bram = uram = 0
+    for bits in buffer_bits(design).values():
+        if board.uram and bits >= URAM_MIN_BITS:
+            uram += ceil_div(bits, URAM_BITS)
+        else:
+            bram += ceil_div(bits, BRAM_BITS)
+    units = design.hls.lanes * design.hls.tile_tokens
+    builder = design.code.entries * max(1, design.hls.group - 1) * 16
+    luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder
+    ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
+    dsps = FLOAT_MULS * DSP_PER_FMUL + FLOAT_ADDS * DSP_PER_FADD
+    return ResourceUse(luts=int(luts), flip_flops=int(ffs), dsps=dsps, bram_36k=bram, uram=uram)
+
+
+def check_fits(design: Design, board: Board) -> ResourceUse:
+    """The estimate, or a ConfigError naming the resource that overflows and the knob to turn."""
+    use = estimate_resources(design, board)
+    knobs = {"luts": "--lanes or --tile-tokens", "flip_flops": "--lanes or --tile-tokens", "dsps": "--lanes",
+             "bram_36k": "--max-seq, --tile-tokens or --lanes", "uram": "--max-seq, --tile-tokens or --lanes"}
+    for name, knob in knobs.items():
+        used, have = getattr(use, name), getattr(board, name)
+        if used > FIT_MARGIN * have:
+            raise ConfigError(f"the design needs {used} {name} but {board.name} ({board.part}) has {have} "
+                              f"(limit {FIT_MARGIN:.0%} for routing)", fix=f"lower {knob}")
+    return use

@@ -1,0 +1,45 @@
+// edgekit HLS top function: AXI master ports for the weights, parameters, RoPE table, KV cache and
+// hidden states, AXI-lite control for the scalars (register map: hls/ip.py, the one source the PYNQ
+// driver shares). One call runs layers [layer_begin, layer_end) on n_tokens tokens from start_pos,
+// tile by tile: prefill is n_tokens > 1, decode is n_tokens = 1.
+#include "ek_config.h"
+#include "ek_layer.h"
+
+using ek::EkConfig;
+typedef ek::Engine<EkConfig> Eng;
+typedef ek::Layout<EkConfig> Lay;
+
+extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
+                       int n_tokens, int start_pos, int layer_begin, int layer_end) {
+#pragma HLS INTERFACE m_axi port = weights offset = slave bundle = gmem0 max_read_burst_length = 256
+#pragma HLS INTERFACE m_axi port = params offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = rope offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = kv offset = slave bundle = gmem2
+#pragma HLS INTERFACE m_axi port = hbuf offset = slave bundle = gmem1
+#pragma HLS INTERFACE s_axilite port = weights bundle = control
+#pragma HLS INTERFACE s_axilite port = params bundle = control
+#pragma HLS INTERFACE s_axilite port = rope bundle = control
+#pragma HLS INTERFACE s_axilite port = kv bundle = control
+#pragma HLS INTERFACE s_axilite port = hbuf bundle = control
+#pragma HLS INTERFACE s_axilite port = n_tokens bundle = control
+#pragma HLS INTERFACE s_axilite port = start_pos bundle = control
+#pragma HLS INTERFACE s_axilite port = layer_begin bundle = control
+#pragma HLS INTERFACE s_axilite port = layer_end bundle = control
+#pragma HLS INTERFACE s_axilite port = return bundle = control
+    // The host checks these too; hardware cannot raise, so a bad call does nothing.
+    if (n_tokens < 1 || start_pos < 0 || start_pos + n_tokens > EkConfig::kMaxSeq || layer_begin < 0 ||
+        layer_end > EkConfig::kLayers || layer_begin >= layer_end)
+        return;
+    static float h[EkConfig::kTileTokens][EkConfig::kDim];
+    for (int layer = layer_begin; layer < layer_end; ++layer) {
+        for (int t0 = 0; t0 < n_tokens; t0 += EkConfig::kTileTokens) {
+            const int n = n_tokens - t0 < EkConfig::kTileTokens ? n_tokens - t0 : EkConfig::kTileTokens;
+            for (int t = 0; t < n; ++t)
+                for (int i = 0; i < EkConfig::kDim; ++i) h[t][i] = hbuf[(long)(t0 + t) * EkConfig::kDim + i];
+            Eng::run_layer_tile(weights + layer * Lay::kLayerWords, params + layer * Lay::kLayerParams, rope,
+                                kv + layer * Lay::kKvLayer, h, n, start_pos + t0);
+            for (int t = 0; t < n; ++t)
+                for (int i = 0; i < EkConfig::kDim; ++i) hbuf[(long)(t0 + t) * EkConfig::kDim + i] = h[t][i];
+        }
+    }
+}

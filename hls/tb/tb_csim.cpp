@@ -1,0 +1,155 @@
+// edgekit C-simulation testbench: each kernel and the top function against golden vectors that
+// hls/reference.py (the numpy twin) wrote. Bit-exact: integers compare equal, floats compare equal as
+// values. Prints "PASS name" or "FAIL name: ..." per check; the exit code counts the failures.
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ek_config.h"
+#include "ek_layer.h"
+
+extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
+                       int n_tokens, int start_pos, int layer_begin, int layer_end);
+
+using ek::EkConfig;
+typedef ek::Layout<EkConfig> Lay;
+typedef ek::Engine<EkConfig> Eng;
+static const int TT = EkConfig::kTileTokens;
+
+template <typename T>
+static std::vector<T> read_file(const std::string& path) {
+    std::vector<T> data;
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) {
+        std::printf("FAIL io: cannot open %s\n", path.c_str());
+        std::exit(100);
+    }
+    std::fseek(f, 0, SEEK_END);
+    long bytes = std::ftell(f);
+    std::fseek(f, 0, SEEK_SET);
+    data.resize(bytes / sizeof(T));
+    size_t got = std::fread(data.data(), sizeof(T), data.size(), f);
+    std::fclose(f);
+    if (got != data.size()) std::exit(101);
+    return data;
+}
+
+static std::map<std::string, int> read_meta(const std::string& path) {
+    std::map<std::string, int> meta;
+    FILE* f = std::fopen(path.c_str(), "r");
+    char key[64];
+    int value;
+    while (f && std::fscanf(f, "%63s %d", key, &value) == 2) meta[key] = value;
+    if (f) std::fclose(f);
+    return meta;
+}
+
+static int failures = 0;
+
+// Compare n values; report the first mismatch.
+template <typename A, typename B>
+static void check(const char* name, const A* got, const B* want, long n) {
+    for (long i = 0; i < n; ++i) {
+        if (!(got[i] == want[i])) {
+            std::printf("FAIL %s: index %ld got %.9g want %.9g\n", name, i, (double)got[i], (double)want[i]);
+            ++failures;
+            return;
+        }
+    }
+    std::printf("PASS %s (%ld values)\n", name, n);
+}
+
+static void test_exp() {
+    std::vector<float> x = read_file<float>("golden/exp_x.bin"), want = read_file<float>("golden/exp_y.bin");
+    std::vector<float> got(x.size());
+    for (size_t i = 0; i < x.size(); ++i) got[i] = ek::exp_approx(x[i]);
+    check("exp", got.data(), want.data(), (long)x.size());
+}
+
+static void test_quant() {
+    std::vector<float> x = read_file<float>("golden/quant_x.bin"), want_s = read_file<float>("golden/quant_scale.bin");
+    std::vector<int8_t> want_q = read_file<int8_t>("golden/quant_q.bin");
+    static ek::act_t q[TT][Lay::kD];
+    std::vector<int> got_q(TT * Lay::kD);
+    std::vector<float> got_s(TT);
+    for (int t = 0; t < TT; ++t) {
+        got_s[t] = ek::quantize_input<Lay::kD, EkConfig::kLinearInputNorm>(&x[t * Lay::kD], q[t]);
+        for (int i = 0; i < Lay::kD; ++i) got_q[t * Lay::kD + i] = (int)q[t][i];
+    }
+    check("quant_q", got_q.data(), want_q.data(), (long)got_q.size());
+    check("quant_scale", got_s.data(), want_s.data(), TT);
+}
+
+static void test_tlmm(const std::vector<ek::word_t>& weights) {
+    std::vector<int8_t> a = read_file<int8_t>("golden/tlmm_a.bin");
+    std::vector<int32_t> want = read_file<int32_t>("golden/tlmm_y.bin");
+    static ek::act_t x[TT][Lay::kD];
+    static Eng::Tables tables;
+    static ek::acc_t y[TT][Lay::kQDim];
+    for (int t = 0; t < TT; ++t)
+        for (int i = 0; i < Lay::kD; ++i) x[t][i] = a[t * Lay::kD + i];
+    ek::build_tables<Eng::G, Eng::HALF, TT, Lay::kD, Lay::kMaxGroups>(x, TT, tables);
+    ek::tlmm<Eng::G, Eng::HALF, EkConfig::kLanes, TT, Lay::kQDim, Lay::kD, Lay::kMaxGroups>(
+        weights.data() + Lay::kWq, tables, TT, y);
+    std::vector<int> got(TT * Lay::kQDim);
+    for (int t = 0; t < TT; ++t)
+        for (int o = 0; o < Lay::kQDim; ++o) got[t * Lay::kQDim + o] = (int)y[t][o];
+    check("tlmm_wq_layer0", got.data(), want.data(), (long)got.size());
+}
+
+static void test_attention(const std::map<std::string, int>& meta) {
+    std::vector<float> q = read_file<float>("golden/attn_q.bin"), kv = read_file<float>("golden/attn_kv.bin");
+    std::vector<float> want = read_file<float>("golden/attn_out.bin");
+    const int n = meta.at("attn_tokens"), p0 = meta.at("attn_start");
+    static float qt[TT][Lay::kQDim], out[TT][Lay::kQDim];
+    for (int t = 0; t < n; ++t)
+        for (int i = 0; i < Lay::kQDim; ++i) qt[t][i] = q[t * Lay::kQDim + i];
+    ek::attend_tile<EkConfig::kHeads, EkConfig::kKvHeads, Lay::kHd, TT, EkConfig::kMaxSeq, EkConfig::kKeyBlock>(
+        qt, n, p0, kv.data(), kv.data() + Lay::kKvPlane, EkConfig::kInvSqrtHeadDim, out);
+    std::vector<float> got(n * Lay::kQDim);
+    for (int t = 0; t < n; ++t)
+        for (int i = 0; i < Lay::kQDim; ++i) got[t * Lay::kQDim + i] = out[t][i];
+    check("attention", got.data(), want.data(), (long)got.size());
+}
+
+// The top function: layer 0 alone on the prompt, then every layer on the prompt and one decode step.
+static void test_top(const std::vector<ek::word_t>& weights, const std::map<std::string, int>& meta) {
+    std::vector<float> params = read_file<float>("data/params.bin"), rope = read_file<float>("data/rope.bin");
+    std::vector<float> h0 = read_file<float>("golden/prompt_h.bin");
+    const int n = meta.at("prompt_tokens");
+    std::vector<float> kv((size_t)EkConfig::kLayers * Lay::kKvLayer, 0.0f), h = h0;
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), n, 0, 0, 1);
+    std::vector<float> want = read_file<float>("golden/layer0_h.bin");
+    check("layer0_prefill", h.data(), want.data(), (long)h.size());
+    std::vector<float> want_kv = read_file<float>("golden/layer0_kv.bin");
+    check("layer0_kv", kv.data(), want_kv.data(), (long)want_kv.size());
+
+    std::fill(kv.begin(), kv.end(), 0.0f);
+    h = h0;
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), n, 0, 0, EkConfig::kLayers);
+    want = read_file<float>("golden/model_prefill_h.bin");
+    check("model_prefill", h.data(), want.data(), (long)h.size());
+    std::vector<float> hd = read_file<float>("golden/decode_in.bin");
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), hd.data(), 1, n, 0, EkConfig::kLayers);
+    want = read_file<float>("golden/decode_out.bin");
+    check("model_decode", hd.data(), want.data(), (long)hd.size());
+}
+
+int main() {
+    std::map<std::string, int> meta = read_meta("golden/meta.txt");
+    std::vector<ek::word_t> weights;
+    {
+        std::vector<uint64_t> raw = read_file<uint64_t>("data/weights.bin");
+        weights.resize(raw.size());
+        std::memcpy((void*)weights.data(), raw.data(), raw.size() * sizeof(uint64_t));
+    }
+    test_exp();
+    test_quant();
+    test_tlmm(weights);
+    test_attention(meta);
+    test_top(weights, meta);
+    std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
+    return failures;
+}

@@ -1,0 +1,79 @@
+"""`edgekit hls generate` + C simulation with g++: every kernel and the top function bit-exact against the
+numpy integer reference, on both bitllama2.c checkpoints and synthetic shapes (compiled once per design,
+cached by content hash)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgekit.boards import load_board
+from edgekit.errors import ConfigError
+from edgekit.hls.csim import find_ap_include, run_csim
+from edgekit.hls.design import HlsConfig
+from edgekit.hls.writer import generate_project
+from edgekit.model import load
+from tests.hls.synthetic import synthetic_model
+
+CHECKS = {"exp", "quant_q", "quant_scale", "tlmm_wq_layer0", "attention", "layer0_prefill", "layer0_kv",
+          "model_prefill", "model_decode"}
+
+
+def assert_all_pass(project):
+    result = run_csim(project)
+    assert set(result.checks) == CHECKS, result.output
+    assert result.passed, result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,hls", [
+    ("bitllama2c_1M_ternary_msbfirst.bin", HlsConfig(max_seq=64)),
+    ("bitllama2c_3M_ternary_lsbfirst.bin", HlsConfig(group=5, lanes=8, tile_tokens=4, key_block=8, max_seq=40)),
+])
+def test_bitllama_projects_are_bit_exact(models, tmp_path, name, hls):
+    project = generate_project(load(models / "bitnet" / name), load_board("kv260"), tmp_path / "prj", hls)
+    assert_all_pass(project)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hls", [HlsConfig(group=3, half_table=False, lanes=3, tile_tokens=5, key_block=7),
+                                 HlsConfig(group=4, lanes=16, tile_tokens=8, key_block=16)])
+def test_synthetic_shapes_are_bit_exact(tmp_path, hls):
+    # dim 100, hidden 172, 5 heads of 20 on 1 kv head: no dimension divides evenly by G or the lanes;
+    # RMSNorm weights, BitNet sub-norms and squared ReLU
+    project = generate_project(synthetic_model(), load_board("zcu104"), tmp_path / "prj", hls)
+    assert_all_pass(project)
+
+
+def test_project_layout_and_manifest(models, tmp_path):
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    project = generate_project(model, load_board("kv260"), tmp_path / "prj", HlsConfig(max_seq=32))
+    manifest = json.loads((project / "manifest.json").read_text())
+    assert manifest["vlnv"] == "edgekit.org:hls:ek_top:1.0"
+    for relative in ("include/ek_config.h", "include/ek_tlmm.h", "src/ek_top.cpp", "tb/tb_csim.cpp",
+                     "data/weights.bin", "golden/decode_out.bin", "hls.tcl",
+                     "README.md"):
+        assert relative in manifest["files"], relative
+    assert "kMaxSeq = 32" in (project / "include" / "ek_config.h").read_text()
+
+
+def test_existing_folder_is_never_overwritten(models, tmp_path):
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    (tmp_path / "prj").mkdir()
+    (tmp_path / "prj" / "mine.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="never edited"):
+        generate_project(model, load_board("kv260"), tmp_path / "prj", HlsConfig(max_seq=32))
+    assert (tmp_path / "prj" / "mine.txt").read_text() == "keep"
+
+
+def test_a_design_too_big_for_the_part_is_refused_and_leaves_nothing(tmp_path):
+    model = synthetic_model()
+    with pytest.raises(ConfigError, match="needs .* luts but kv260") as error:
+        generate_project(model, load_board("kv260"), tmp_path / "prj", HlsConfig(lanes=256, tile_tokens=128))
+    assert "--lanes" in error.value.fix
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ap_int_headers_are_found():
+    assert (find_ap_include() / "ap_int.h").is_file()

@@ -1,0 +1,75 @@
+"""The HLS integer reference: its exp and its whole forward against edgekit's float reference forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.errors import UnsupportedModelError
+from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.model_data import extract_device_data
+from edgekit.hls.reference import HlsReference, exp_approx
+from edgekit.model import load
+from edgekit.model.reference import KVCache, ReferenceForward, rms_norm
+from tests.hls.synthetic import synthetic_model
+
+BITNET = ["bitllama2c_1M_ternary_msbfirst.bin", "bitllama2c_3M_ternary_lsbfirst.bin"]
+
+
+def test_exp_approx_is_close_to_exp():
+    x = np.linspace(-80, 80, 20001, dtype=np.float32)
+    got, want = exp_approx(x), np.exp(x.astype(np.float64))
+    assert got.dtype == np.float32
+    # the rounding of t = x log2 e dominates at large |x| (ulp(115) * ln 2 ~ 5e-6); near 0 the polynomial
+    assert np.max(np.abs(got / want - 1)) < 8e-6
+    small = np.abs(x) < 1
+    assert np.max(np.abs(got[small] / want[small] - 1)) < 1.5e-6   # Taylor degree 7 at f -> 1
+
+
+def hls_logits(model, forward, ref, tokens, start):
+    h = ref.run(forward.rows("tok_embeddings", np.asarray(tokens)), start)
+    return forward.logits(rms_norm(h, model.tensors["norm"], model.config.norm_eps))
+
+
+def greedy_both(model, steps, max_seq=96):
+    """Greedy tokens from the float reference and from the HLS reference, each fed its own choices."""
+    design = design_for(model.config, HlsConfig(max_seq=max_seq))
+    data = extract_device_data(model, design)
+    forward, cache = ReferenceForward(model), KVCache(model.config, max_seq)
+    ref = HlsReference(design, data.trits, data.params, data.rope)
+    prompt = model.tokenizer.encode("Once upon a time")
+    want, got = forward.forward(prompt, cache), hls_logits(model, forward, ref, prompt, 0)
+    first_logits = (want, got)
+    a, b = [int(want[-1].argmax())], [int(got[-1].argmax())]
+    for step in range(steps):
+        a.append(int(forward.forward([a[-1]], cache)[0].argmax()))
+        b.append(int(hls_logits(model, forward, ref, [b[-1]], len(prompt) + step)[0].argmax()))
+    return first_logits, a, b
+
+
+@pytest.mark.parametrize("name", BITNET)
+def test_hls_reference_follows_the_float_reference(models, name):
+    model = load(models / "bitnet" / name)
+    (want, got), a, b = greedy_both(model, steps=30)
+    # Only float rounding differs (sequential sums, our exp); an int8 rounding flip moves a logit a little.
+    assert np.max(np.abs(want - got)) < 0.25
+    assert (want.argmax(-1) == got.argmax(-1)).all()
+    assert a == b
+
+
+def test_synthetic_bitnet_switches_follow_the_float_reference():
+    model = synthetic_model()
+    design = design_for(model.config, HlsConfig(max_seq=32))
+    data = extract_device_data(model, design)
+    forward, cache = ReferenceForward(model), KVCache(model.config, 32)
+    ref = HlsReference(design, data.trits, data.params, data.rope)
+    tokens = [1, 5, 9, 200, 3, 77, 12]
+    want, got = forward.forward(tokens, cache), hls_logits(model, forward, ref, tokens, 0)
+    scale = np.max(np.abs(want))
+    assert np.max(np.abs(want - got)) < 0.05 * scale
+
+
+def test_non_ternary_models_are_refused():
+    model = synthetic_model(ternary_weights=False)
+    with pytest.raises(UnsupportedModelError, match="ternary_weights"):
+        design_for(model.config, HlsConfig())
