@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 CXX_FLAGS = ("-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-w")
 
 
+# Each design's library keeps its own template statics (all designs call their config `EkConfig`): without
+# these, GCC's STB_GNU_UNIQUE statics bind process-wide and a second design would use the first's buffers.
+LIBRARY_FLAGS = ("-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique")
+
+
 class CsimError(EdgekitError):
     """The C simulation did not compile, did not run, or a check failed."""
 
@@ -99,7 +104,7 @@ def build_testbench(project: Path) -> Path:
 
 def build_shared_library(project: Path) -> Path:
     """The C-simulated top function as a shared library (the csim device back end loads it by ctypes)."""
-    return compile_cached(project, [project / "src" / "ek_top.cpp"], "libek_top.so", ("-shared", "-fPIC"))
+    return compile_cached(project, [project / "src" / "ek_top.cpp"], "libek_top.so", ("-shared", "-fPIC", *LIBRARY_FLAGS))
 
 
 def parse_checks(output: str) -> dict[str, bool]:

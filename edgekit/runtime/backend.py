@@ -74,6 +74,7 @@ BACKENDS: dict[str, type | str] = {
     "native": "edgekit.runtime.native:NativeBackend",
     "llama.cpp": "edgekit.runtime.llamacpp:LlamaCppBackend",
     "onnxruntime": "edgekit.runtime.onnxrt:OnnxRuntimeBackend",
+    "fpga": "edgekit.fpga.backend:FpgaBackend",
 }
 
 BACKEND_EXTRAS = {"llama.cpp": 'pip install "edgekit[llamacpp]"', "onnxruntime": 'pip install "edgekit[onnx]"'}

@@ -9,7 +9,16 @@ using ek::EkConfig;
 typedef ek::Engine<EkConfig> Eng;
 typedef ek::Layout<EkConfig> Lay;
 
-extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
+// Only ek_top leaves the shared library built for C simulation: every design names its config EkConfig,
+// so two designs loaded in one process must not share template statics (built with -fvisibility=hidden
+// -fno-gnu-unique; see hls/csim.py).
+#if defined(__GNUC__) && !defined(__SYNTHESIS__)
+#define EK_EXPORT __attribute__((visibility("default")))
+#else
+#define EK_EXPORT
+#endif
+
+extern "C" EK_EXPORT void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
                        int n_tokens, int start_pos, int layer_begin, int layer_end) {
 #pragma HLS INTERFACE m_axi port = weights offset = slave bundle = gmem0 max_read_burst_length = 256
 #pragma HLS INTERFACE m_axi port = params offset = slave bundle = gmem1

@@ -1,0 +1,113 @@
+"""`--backend fpga`: the accelerator behind edgekit's runtime interface.
+
+EDGEKIT_FPGA_DEVICE chooses the device: "csim" (default) generates the HLS project for the model (cached
+by content), builds its C-simulated top function as a shared library and drives it through the same
+register-level driver as the board; "pynq" loads EDGEKIT_FPGA_BITSTREAM (with its .hwh) on the board.
+EDGEKIT_FPGA_BOARD picks the board file (default kv260).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgekit.boards import load_board
+from edgekit.errors import ConfigError
+from edgekit.fpga.buffers import HostAllocator, PynqAllocator
+from edgekit.fpga.devices import CsimDevice
+from edgekit.fpga.driver import EkTopDriver, pynq_ip_class
+from edgekit.fpga.host import FpgaSession
+from edgekit.fpga.hwh import find_ek_top
+from edgekit.hls.csim import build_shared_library, cache_root
+from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.model_data import extract_device_data
+from edgekit.hls.writer import generate_project
+from edgekit.model.model import Model
+
+DEVICES = ("csim", "pynq")
+
+
+def hls_sources_digest() -> bytes:
+    """The headers, top function and testbench this edgekit ships (a cached project must match them)."""
+    digest = hashlib.sha256()
+    package = resources.files("edgekit.hls")
+    for sub in ("include", "src", "tb"):
+        for entry in sorted(package.joinpath(sub).iterdir(), key=lambda e: e.name):
+            digest.update(entry.name.encode() + entry.read_bytes())
+    return digest.digest()
+
+
+def project_for(model: Model, design, data, board) -> Path:
+    """A generated project for exactly these weights, this design and these HLS sources, reused across runs."""
+    digest = hashlib.sha256(data.weights.tobytes() + data.params.tobytes() + hls_sources_digest())
+    digest.update(json.dumps([design.to_json(), board.name]).encode())
+    project = cache_root() / "projects" / digest.hexdigest()[:24]
+    if not (project / "manifest.json").is_file():
+        try:
+            generate_project(model, board, project, design.hls)
+        except (ConfigError, OSError):
+            if not (project / "manifest.json").is_file():    # not another process that won the race
+                raise
+    return project
+
+
+def open_csim_driver(model: Model, design, data, board) -> tuple[EkTopDriver, HostAllocator]:
+    allocator = HostAllocator()
+    library = build_shared_library(project_for(model, design, data, board))
+    return EkTopDriver(CsimDevice(library, allocator)), allocator
+
+
+def open_pynq_driver() -> tuple[EkTopDriver, PynqAllocator]:
+    bitstream = os.environ.get("EDGEKIT_FPGA_BITSTREAM")
+    if not bitstream:
+        raise ConfigError("EDGEKIT_FPGA_BITSTREAM is not set", fix="point it at the .bit built by the project's Makefile")
+    instance = find_ek_top(Path(bitstream).with_suffix(".hwh"))
+    allocator = PynqAllocator()
+    pynq_ip_class()                            # defined before the overlay loads, so PYNQ binds it by VLNV
+    import pynq  # noqa: PLC0415
+
+    overlay = pynq.Overlay(bitstream)
+    return getattr(overlay, instance).driver, allocator
+
+
+class FpgaBackend:
+    name = "fpga"
+
+    def __init__(self, model: Model, context_length: int | None = None):
+        device = os.environ.get("EDGEKIT_FPGA_DEVICE", "csim")
+        if device not in DEVICES:
+            raise ConfigError(f"EDGEKIT_FPGA_DEVICE={device!r} is not one of {DEVICES}")
+        self.model = model
+        board = load_board(os.environ.get("EDGEKIT_FPGA_BOARD", "kv260"))
+        max_seq = min(context_length or model.config.max_seq_len, model.config.max_seq_len)
+        self.design = design_for(model.config, HlsConfig(max_seq=max_seq))
+        data = extract_device_data(model, self.design)
+        driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
+                             else open_pynq_driver())
+        self.session = FpgaSession(model, self.design, data, driver, allocator)
+
+    @property
+    def position(self) -> int:
+        return self.session.position
+
+    @property
+    def context_length(self) -> int:
+        return self.design.max_seq
+
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        return self.session.logits(self.session.run(tokens))
+
+    def decode(self, token: int) -> np.ndarray:
+        return self.session.logits(self.session.run([token]))[0]
+
+    def reset(self) -> None:
+        self.session.position = 0
+
+    def close(self) -> None:
+        self.session.buffers = {}

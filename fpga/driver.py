@@ -1,0 +1,70 @@
+"""The PYNQ-style driver of the `ek_top` IP: named registers from hls/ip.py's register map.
+
+`EkTopDriver` talks to anything with `read(offset)` / `write(offset, value)`: a `pynq.DefaultIP` on the
+board (see `pynq_ip_class`, bound by VLNV), or the memory-backed and C-simulation devices here.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edgekit.errors import ConfigError, GenerationError
+from edgekit.hls import ip
+
+
+class EkTopDriver:
+    def __init__(self, mmio, timeout_s: float = 600.0):
+        self.mmio = mmio
+        self.timeout_s = timeout_s
+
+    def write_register(self, name: str, value: int) -> None:
+        reg = ip.REGISTER_MAP[name]
+        value = int(value) & ((1 << reg.width_bits) - 1)        # scalars are int32 two's complement
+        self.mmio.write(reg.offset, value & 0xFFFF_FFFF)
+        if reg.width_bits == 64:
+            self.mmio.write(reg.offset + 4, value >> 32)
+
+    def read_register(self, name: str) -> int:
+        reg = ip.REGISTER_MAP[name]
+        value = self.mmio.read(reg.offset)
+        if reg.width_bits == 64:
+            value |= self.mmio.read(reg.offset + 4) << 32
+        return value
+
+    def set_buffers(self, buffers: dict) -> None:
+        """Write each buffer's device address into its pointer register, in register-map order."""
+        missing = [name for name in ip.BUFFER_ARGS if name not in buffers]
+        if missing:
+            raise ConfigError(f"buffers missing for {missing}")
+        for name in ip.BUFFER_ARGS:
+            self.write_register(name, buffers[name].device_address)
+
+    def start(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int) -> None:
+        for name, value in zip(ip.SCALAR_ARGS, (n_tokens, start_pos, layer_begin, layer_end)):
+            self.write_register(name, value)
+        self.write_register("CTRL", ip.AP_START)
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while not self.read_register("CTRL") & ip.AP_DONE:
+            if time.monotonic() > deadline:
+                raise GenerationError(f"ek_top did not finish within {self.timeout_s:.0f} s",
+                                      fix="check the bitstream and the buffer addresses")
+
+    def run(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int) -> None:
+        self.start(n_tokens, start_pos, layer_begin, layer_end)
+        self.wait()
+
+
+def pynq_ip_class():
+    """The `pynq.DefaultIP` subclass PYNQ binds to our VLNV (board only: imports pynq)."""
+    import pynq  # noqa: PLC0415
+
+    class EkTopIP(pynq.DefaultIP):
+        bindto = [ip.IP_VLNV]
+
+        def __init__(self, description):
+            super().__init__(description=description)
+            self.driver = EkTopDriver(self)
+
+    return EkTopIP

@@ -1,0 +1,124 @@
+"""The driver's exact register traffic on a memory-backed device, and the same driver end to end on the
+C-simulated top function (bit-exact against the numpy integer reference, greedy text as the reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.boards import load_board
+from edgekit.errors import ConfigError
+from edgekit.fpga.backend import project_for
+from edgekit.fpga.buffers import HostAllocator
+from edgekit.fpga.devices import CsimDevice, MemoryDevice
+from edgekit.fpga.driver import EkTopDriver
+from edgekit.fpga.host import FpgaSession
+from edgekit.fpga.hwh import find_ek_top
+from edgekit.hls import ip
+from edgekit.hls.csim import build_shared_library
+from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.model_data import extract_device_data
+from edgekit.hls.reference import HlsReference
+from edgekit.model import load
+from edgekit.model.sampling import SamplingConfig
+from edgekit.runtime import generate_tokens, open_backend
+
+
+def test_register_map_follows_the_vitis_layout():
+    offsets = {name: reg.offset for name, reg in ip.REGISTER_MAP.items()}
+    assert offsets == {"CTRL": 0x00, "GIER": 0x04, "IP_IER": 0x08, "IP_ISR": 0x0C, "weights": 0x10,
+                       "params": 0x1C, "rope": 0x28, "kv": 0x34, "hbuf": 0x40, "n_tokens": 0x4C,
+                       "start_pos": 0x54, "layer_begin": 0x5C, "layer_end": 0x64}
+
+
+def test_exact_register_traffic_of_one_call():
+    device, allocator = MemoryDevice(), HostAllocator(base=0x1_2345_0000)
+    buffers = {name: allocator.allocate((1024,), np.float32) for name in ip.BUFFER_ARGS}
+    driver = EkTopDriver(device)
+    driver.set_buffers(buffers)
+    driver.run(n_tokens=5, start_pos=7, layer_begin=0, layer_end=8)
+    addresses = [0x1_2345_0000 + i * 4096 for i in range(5)]
+    expected = []
+    for offset, address in zip((0x10, 0x1C, 0x28, 0x34, 0x40), addresses):
+        expected += [("write", offset, address & 0xFFFF_FFFF), ("write", offset + 4, address >> 32)]
+    expected += [("write", 0x4C, 5), ("write", 0x54, 7), ("write", 0x5C, 0), ("write", 0x64, 8),
+                 ("write", 0x00, ip.AP_START), ("read", 0x00, ip.AP_DONE | ip.AP_IDLE | ip.AP_READY)]
+    assert device.log == expected
+    assert device.starts == 1
+    assert device.register("hbuf") == addresses[4]
+
+
+def test_done_clears_on_read_and_bad_writes_are_refused():
+    device = MemoryDevice()
+    EkTopDriver(device).run(1, 0, 0, 1)
+    assert not device.read(0) & ip.AP_DONE
+    with pytest.raises(ConfigError, match="32-bit"):
+        device.write(0x10, 1 << 32)
+
+
+def test_stray_addresses_are_refused():
+    allocator = HostAllocator()
+    allocator.allocate((4,), np.float32)
+    with pytest.raises(ConfigError, match="not inside any allocated buffer"):
+        allocator.resolve(0x10)
+
+
+@pytest.fixture(scope="module")
+def csim_setup(models):
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    design = design_for(model.config, HlsConfig(max_seq=48, tile_tokens=4))
+    data = extract_device_data(model, design)
+    library = build_shared_library(project_for(model, design, data, load_board("kv260")))
+    return model, design, data, library
+
+
+@pytest.mark.slow
+def test_csim_device_runs_the_driver_bit_exactly(csim_setup):
+    model, design, data, library = csim_setup
+    allocator = HostAllocator()
+    device = CsimDevice(library, allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator)
+    ref = HlsReference(design, data.trits, data.params, data.rope)
+    prompt = model.tokenizer.encode("Once upon a time, there was a little")   # several prefill tiles
+    h = session.run(prompt)
+    emb = session.forward.rows("tok_embeddings", np.asarray(prompt))
+    np.testing.assert_array_equal(h, ref.run(emb, 0))
+    for step, token in enumerate([42, 7]):
+        want = ref.run(session.forward.rows("tok_embeddings", np.asarray([token])), len(prompt) + step)
+        np.testing.assert_array_equal(session.run([token]), want)
+    assert device.starts == 3
+    assert [entry[1] for entry in device.log if entry[0] == "write"][:10] == [
+        0x10, 0x14, 0x1C, 0x20, 0x28, 0x2C, 0x34, 0x38, 0x40, 0x44]
+
+
+@pytest.mark.slow
+def test_fpga_backend_generates_the_reference_text(models, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEKIT_FPGA_DEVICE", "csim")
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    prompt = model.tokenizer.encode("Once upon a time")
+    sampling = SamplingConfig(temperature=0.0)
+    fpga = open_backend(model, "fpga", 64)
+    got = list(generate_tokens(fpga, prompt, 24, sampling))
+    want = list(generate_tokens(open_backend(model, "reference", 64), prompt, 24, sampling))
+    assert got == want
+    fpga.reset()
+    assert fpga.position == 0
+    assert list(generate_tokens(fpga, prompt, 24, sampling)) == want
+
+
+HWH = """<?xml version="1.0" encoding="UTF-8"?>
+<EDKSYSTEM><MODULES>
+  <MODULE INSTANCE="zynq_ultra_ps_e_0" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5"/>
+  <MODULE INSTANCE="ek_top_0" VLNV="{vlnv}"/>
+</MODULES></EDKSYSTEM>
+"""
+
+
+def test_hwh_must_hold_our_vlnv(tmp_path):
+    good, bad = tmp_path / "good.hwh", tmp_path / "bad.hwh"
+    good.write_text(HWH.format(vlnv=ip.IP_VLNV))
+    bad.write_text(HWH.format(vlnv="xilinx.com:hls:ek_top:0.9"))
+    assert find_ek_top(good) == "ek_top_0"
+    with pytest.raises(ConfigError, match="edgekit.org:hls:ek_top:1.0.*ek_top:0.9") as error:
+        find_ek_top(bad)
+    assert "edgekit hls generate" in error.value.fix
