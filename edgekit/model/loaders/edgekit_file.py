@@ -7,6 +7,8 @@ Stored entries (safetensors names):
     <name>::scales         float16/float32 scales
     <name>::zeros          uint8 zero points (zero-point formats only)
     __tokenizer__          uint8 bytes: tokenizer.json text or a serialized sentencepiece model
+    __aux__.<name>[::...]  auxiliary tensors stored with the model but not part of it (the cloud bridge's
+                           early-exit heads); `load_edgekit` skips them, `read_aux_tensors` returns them
 
 The `__metadata__` key "edgekit" holds JSON: format_version, the ModelConfig, the tokenizer spec, each
 packed tensor's format / shape / group size, the sha256 of every stored entry, the quantization recipe
@@ -35,6 +37,7 @@ FILE_FORMAT_VERSION = 1
 SUFFIX = ".edgekit"
 _SEP = "::"
 _TOKENIZER = "__tokenizer__"
+_AUX = "__aux__."
 
 
 def sha256_bytes(array: np.ndarray) -> str:
@@ -62,22 +65,29 @@ def is_edgekit_file(path: Path) -> bool:
     return head[8:9] == b"{" and b'"edgekit"' in head or path.suffix == SUFFIX
 
 
-def save_model(model: Model, path: str | Path, *, recipe: dict | None = None, source_sha256: str | None = None) -> Path:
-    """Write `model` (packed or float) to `path` atomically."""
+def _add_entries(entries: dict[str, np.ndarray], described: dict[str, Any], name: str, tensor) -> None:
+    if isinstance(tensor, QuantizedTensor):
+        entries[name + _SEP + "data"] = tensor.data
+        entries[name + _SEP + "scales"] = tensor.scales
+        if tensor.zeros is not None:
+            entries[name + _SEP + "zeros"] = tensor.zeros
+        described[name] = {"format": tensor.format, "shape": list(tensor.shape), "group_size": tensor.group_size}
+    else:
+        entries[name] = np.ascontiguousarray(tensor, dtype=np.float32)
+
+
+def save_model(model: Model, path: str | Path, *, recipe: dict | None = None, source_sha256: str | None = None,
+               aux: dict[str, np.ndarray | QuantizedTensor] | None = None) -> Path:
+    """Write `model` (packed or float) to `path` atomically, with optional auxiliary tensors `aux`."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     entries: dict[str, np.ndarray] = {}
     described: dict[str, Any] = {}
     for name, tensor in model.tensors.items():
-        if isinstance(tensor, QuantizedTensor):
-            entries[name + _SEP + "data"] = tensor.data
-            entries[name + _SEP + "scales"] = tensor.scales
-            if tensor.zeros is not None:
-                entries[name + _SEP + "zeros"] = tensor.zeros
-            described[name] = {"format": tensor.format, "shape": list(tensor.shape), "group_size": tensor.group_size}
-        else:
-            entries[name] = np.ascontiguousarray(tensor, dtype=np.float32)
+        _add_entries(entries, described, name, tensor)
+    for name, tensor in (aux or {}).items():
+        _add_entries(entries, described, _AUX + name, tensor)
     spec, blob = tokenizer_to_blob(model.tokenizer)
     entries[_TOKENIZER] = np.frombuffer(blob, dtype=np.uint8)
     meta = {
@@ -147,6 +157,18 @@ def _build(path: Path, meta: dict, entries: dict[str, np.ndarray]) -> Model:
         if sha256_bytes(array) != sums[key]:
             raise CorruptCheckpointError(f"checksum mismatch in tensor {key.split(_SEP)[0]!r} ({key})", path=path,
                                          fix="the file is damaged; re-create it with `edgekit quantize`")
+    tensors = {name: t for name, t in _tensors(meta, entries).items() if not name.startswith(_AUX)}
+    tokenizer = tokenizer_from_blob(meta["tokenizer"], entries[_TOKENIZER].tobytes(), str(path))
+    metadata = {str(k): str(v) for k, v in (meta.get("metadata") or {}).items()}
+    if meta.get("recipe") is not None:
+        metadata["recipe"] = json.dumps(meta["recipe"])
+    metadata["source"] = json.dumps(meta.get("source"))
+    return Model(config=ModelConfig.from_dict(meta["config"]), tensors=tensors, tokenizer=tokenizer, source=path,
+                 source_format="edgekit", metadata=metadata)
+
+
+def _tensors(meta: dict, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray | QuantizedTensor]:
+    """Every stored tensor (model and auxiliary) by name, packed ones rebuilt as QuantizedTensors."""
     tensors: dict[str, np.ndarray | QuantizedTensor] = {}
     for name, info in meta["packed"].items():
         tensors[name] = QuantizedTensor(format=str(info["format"]), shape=tuple(int(d) for d in info["shape"]),
@@ -156,10 +178,28 @@ def _build(path: Path, meta: dict, entries: dict[str, np.ndarray]) -> Model:
     for key, array in entries.items():
         if _SEP not in key and key != _TOKENIZER:
             tensors[key] = array
-    tokenizer = tokenizer_from_blob(meta["tokenizer"], entries[_TOKENIZER].tobytes(), str(path))
-    metadata = {str(k): str(v) for k, v in (meta.get("metadata") or {}).items()}
-    if meta.get("recipe") is not None:
-        metadata["recipe"] = json.dumps(meta["recipe"])
-    metadata["source"] = json.dumps(meta.get("source"))
-    return Model(config=ModelConfig.from_dict(meta["config"]), tensors=tensors, tokenizer=tokenizer, source=path,
-                 source_format="edgekit", metadata=metadata)
+    return tensors
+
+
+def read_aux_tensors(path: str | Path) -> dict[str, np.ndarray | QuantizedTensor]:
+    """The auxiliary tensors saved with `save_model(..., aux=...)` (names without the prefix; checksums
+    verified like the model's), or {} for a file without any."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        entries = load_file(str(path))
+    except Exception as exc:
+        raise CorruptCheckpointError(f"tensor data unreadable ({type(exc).__name__}: {exc})", path=path) from None
+    aux = {key: array for key, array in entries.items() if key.startswith(_AUX)}
+    for key, array in aux.items():
+        if sha256_bytes(array) != meta["sha256"].get(key):
+            raise CorruptCheckpointError(f"checksum mismatch in auxiliary tensor {key!r}", path=path,
+                                         fix="the file is damaged; re-create it")
+    try:
+        packed = {"packed": {k: v for k, v in meta["packed"].items() if k.startswith(_AUX)}}
+        return {name[len(_AUX):]: t for name, t in _tensors(packed, aux).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpointError(f"inconsistent auxiliary metadata ({type(exc).__name__}: {exc})",
+                                     path=path) from None

@@ -1,0 +1,136 @@
+"""Split plan and early-exit heads (CE-CoLLM, arXiv 2411.02829, section 3: exits on the edge partition).
+
+An exit head after block l (l blocks run) is an RMSNorm weight [dim] and an LM head [vocab, dim], both
+initialised from the model's final norm and output head and trained by distillation (`train.py`). The
+edge runs blocks [0, split) with heads at `exits`; the cloud runs [split, n_layers) and the final head.
+CE-CoLLM places the boundary at the deepest exit, so `split == max(exits)`: when the cloud cannot be
+reached, the deepest exit answers every token (standalone mode).
+
+Heads are stored with the packed model in the same `.edgekit` file as auxiliary tensors:
+
+    exits.<l>.norm     float32 [dim]
+    exits.<l>.output   [vocab, dim] packed (ek_i8, group 32) for packed models, float32 otherwise
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import ConfigError, ShapeMismatchError, UnsupportedModelError
+from edgekit.formats import QuantizedTensor
+from edgekit.kernels import PreparedLinear, prepare_linear
+from edgekit.model.loaders.edgekit_file import read_aux_tensors, save_model
+from edgekit.model.model import Model
+from edgekit.model.reference import rms_norm
+
+EXIT_PREFIX = "exits."
+HEADS_METADATA = "bridge_exits"
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Edge blocks [0, split) with exit heads after the blocks in `exits`; cloud blocks [split, n_layers)."""
+
+    exits: tuple[int, ...]
+    n_layers: int
+
+    def __post_init__(self) -> None:
+        exits = tuple(self.exits)
+        if not exits:
+            raise ConfigError("no exit layers given", fix="pass --exits, e.g. --exits 2,4")
+        if list(exits) != sorted(set(exits)):
+            raise ConfigError(f"exit layers {list(exits)} must be distinct and ascending", fix="e.g. --exits 2,4")
+        if exits[0] < 1 or exits[-1] >= self.n_layers:
+            raise ConfigError(f"exit layers {list(exits)} must lie in [1, {self.n_layers - 1}] for a "
+                              f"{self.n_layers}-layer model (the cloud keeps at least one layer)",
+                              fix=f"choose exits between 1 and {self.n_layers - 1}")
+
+    @property
+    def split(self) -> int:
+        return self.exits[-1]
+
+    @classmethod
+    def parse(cls, text: str, n_layers: int) -> "SplitPlan":
+        try:
+            exits = tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise ConfigError(f"--exits {text!r} is not a comma-separated list of layer numbers",
+                              fix="e.g. --exits 2,4") from None
+        return cls(exits, n_layers)
+
+
+@dataclass
+class ExitHead:
+    """norm [dim] float32 and output [vocab, dim] (packed or float32); logits = output(rms_norm(h) * norm)."""
+
+    layer: int
+    norm: np.ndarray
+    output: QuantizedTensor | np.ndarray
+    eps: float
+    _kernel: PreparedLinear | None = None
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """h [T, dim] residual stream after `layer` blocks -> logits [T, vocab] on edgekit's kernels."""
+        if self._kernel is None:
+            self._kernel = prepare_linear(self.output, "none")
+        return self._kernel(np.ascontiguousarray(rms_norm(h, self.norm, self.eps), dtype=np.float32))
+
+
+def confidence(logits: np.ndarray) -> np.ndarray:
+    """Max softmax probability per row: logits [T, vocab] -> [T] (the CE-CoLLM exit criterion)."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return (1.0 / np.exp(z).sum(axis=-1)).astype(np.float32)
+
+
+def heads_to_aux(heads: dict[int, ExitHead]) -> dict[str, np.ndarray | QuantizedTensor]:
+    aux: dict[str, np.ndarray | QuantizedTensor] = {}
+    for layer, head in sorted(heads.items()):
+        aux[f"{EXIT_PREFIX}{layer}.norm"] = head.norm.astype(np.float32)
+        aux[f"{EXIT_PREFIX}{layer}.output"] = head.output
+    return aux
+
+
+def save_with_exits(model: Model, heads: dict[int, ExitHead], path: str | Path, report: dict | None = None) -> Path:
+    """The packed model plus its exit heads, in one `.edgekit` file (written atomically)."""
+    model.metadata[HEADS_METADATA] = json.dumps({"exits": sorted(heads), "report": report})
+    return save_model(model, path, recipe=_recipe(model), aux=heads_to_aux(heads))
+
+
+def _recipe(model: Model) -> dict | None:
+    raw = model.metadata.get("recipe")
+    return json.loads(raw) if raw else None
+
+
+def load_exit_heads(model: Model, path: str | Path | None = None) -> dict[int, ExitHead]:
+    """The exit heads stored in `path` (default: the model's own .edgekit file), checked against the model."""
+    path = Path(path or model.source)
+    if model.source_format != "edgekit" and path == Path(model.source):
+        raise UnsupportedModelError("this checkpoint has no early-exit heads (only .edgekit files store them)",
+                                    path=path, fix="train them: edgekit bridge train-exits MODEL --text FILE "
+                                                   "--exits 2,4 -o OUT.edgekit")
+    aux = read_aux_tensors(path)
+    layers = sorted({int(name.split(".")[1]) for name in aux if name.startswith(EXIT_PREFIX)})
+    if not layers:
+        raise UnsupportedModelError("the file has no early-exit heads", path=path,
+                                    fix="train them: edgekit bridge train-exits MODEL --text FILE --exits 2,4 "
+                                        "-o OUT.edgekit")
+    return {layer: _checked_head(model, aux, layer, path) for layer in layers}
+
+
+def _checked_head(model: Model, aux: dict, layer: int, path: Path) -> ExitHead:
+    c = model.config
+    norm, output = aux.get(f"{EXIT_PREFIX}{layer}.norm"), aux.get(f"{EXIT_PREFIX}{layer}.output")
+    if norm is None or output is None:
+        raise ShapeMismatchError(f"exit head {layer} lacks its norm or output tensor", path=path)
+    if tuple(norm.shape) != (c.dim,) or tuple(output.shape) != (c.vocab_size, c.dim):
+        raise ShapeMismatchError(f"exit head {layer}: norm {tuple(norm.shape)} / output {tuple(output.shape)} do "
+                                 f"not fit dim {c.dim}, vocab {c.vocab_size}", path=path,
+                                 fix="train the heads for this model")
+    if not 1 <= layer < c.n_layers:
+        raise ShapeMismatchError(f"exit head after layer {layer} is outside [1, {c.n_layers - 1}]", path=path)
+    return ExitHead(layer, np.asarray(norm, dtype=np.float32), output, c.norm_eps)
