@@ -70,6 +70,9 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
 
 def check_fits(design: Design, board: Board) -> ResourceUse:
     """The estimate, or a ConfigError naming the resource that overflows and the knob to turn."""
+    if not board.has_fabric:
+        raise ConfigError(f"board {board.name!r} is a {board.kind} device without programmable logic",
+                          fix="pass an FPGA board: kv260, zcu104, zcu102, ultra96v2 or pynq-z2")
     use = estimate_resources(design, board)
     knobs = {"luts": "--lanes or --tile-tokens", "flip_flops": "--lanes or --tile-tokens", "dsps": "--lanes",
              "bram_36k": "--max-seq, --tile-tokens or --lanes", "uram": "--max-seq, --tile-tokens or --lanes"}
