@@ -171,10 +171,21 @@ EK_INLINE void single_block(const int format, const int NB, const ek_weight *w, 
     const uint8_t *row = w->data + r * w->row_bytes;
     __m512i acc[TB];
     for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_si512();
-    for (int64_t c = 0; c < chunks; c++) {
-        __m512i pl[5];
-        int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
-        for (int b = 0; b < NB; b++) acc[b] = chunk_dot(acc[b], np, pl, xbase + b * xs + c * cw);
+    if (NB == 1) { /* decode: one accumulator per plane, or the 5-cycle vpdpbusd latency chain bounds a row */
+        __m512i pacc[5] = {acc[0], acc[0], acc[0], acc[0], acc[0]};
+        for (int64_t c = 0; c < chunks; c++) {
+            __m512i pl[5];
+            int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
+            for (int p = 0; p < np; p++)
+                pacc[p] = _mm512_dpbusd_epi32(pacc[p], pl[p], _mm512_load_si512((const void *)(xbase + c * cw + 64 * p)));
+        }
+        for (int p = 0; p < planes_of(format); p++) acc[0] = _mm512_add_epi32(acc[0], pacc[p]);
+    } else {
+        for (int64_t c = 0; c < chunks; c++) {
+            __m512i pl[5];
+            int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
+            for (int b = 0; b < NB; b++) acc[b] = chunk_dot(acc[b], np, pl, xbase + b * xs + c * cw);
+        }
     }
     int32_t off = code_offset(w, r, 0, 1);
     for (int b = 0; b < NB; b++) {
@@ -242,17 +253,20 @@ EK_INLINE void row_tokens(const int format, const int NB, const ek_weight *w, co
     else group_block(format, NB, w, a, x + t0 * xs, xs, r, t0, y, ldy);
 }
 
-/* Rows [r0, r1) for all tokens: blocks of TB tokens, then 4, then single tokens (T = 1 decode is NB = 1). */
+/* Rows [r0, r1) for all tokens. Decode (T = 1): row by row. Prefill: token blocks outermost, so one block's
+ * permuted activations (TB * K bytes, 20 KiB at K = 2560) stay in L1 while the row chunk's weights stream
+ * from L2 once per block; rows outermost re-read all T * K activation bytes from L2 per row and ran at half
+ * the speed (t2 6912 x 2560, T = 128: 37 -> see the commit log / lut.c table for the measured numbers). */
 EK_INLINE void rows_int_body(const int format, const ek_weight *w, const ek_act *a, const void *scratch,
                              float *y, int64_t ldy, int64_t r0, int64_t r1) {
-    int64_t xs = xstride_of(w);
+    int64_t xs = xstride_of(w), t0 = 0;
     const int8_t *x = (const int8_t *)scratch;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t t0 = 0;
-        for (; t0 + TB <= a->tokens; t0 += TB) row_tokens(format, TB, w, a, x, xs, r, t0, y, ldy);
-        for (; t0 + 4 <= a->tokens; t0 += 4) row_tokens(format, 4, w, a, x, xs, r, t0, y, ldy);
-        for (; t0 < a->tokens; t0++) row_tokens(format, 1, w, a, x, xs, r, t0, y, ldy);
-    }
+    for (; t0 + TB <= a->tokens; t0 += TB)
+        for (int64_t r = r0; r < r1; r++) row_tokens(format, TB, w, a, x, xs, r, t0, y, ldy);
+    for (; t0 + 4 <= a->tokens; t0 += 4)
+        for (int64_t r = r0; r < r1; r++) row_tokens(format, 4, w, a, x, xs, r, t0, y, ldy);
+    for (; t0 < a->tokens; t0++)
+        for (int64_t r = r0; r < r1; r++) row_tokens(format, 1, w, a, x, xs, r, t0, y, ldy);
 }
 
 #define ROWS_FN(name, fmt)                                                                                      \

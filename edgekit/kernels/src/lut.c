@@ -165,15 +165,89 @@ EK_INLINE void tile_tokens(const int NB, const ek_weight *w, const ek_act *a, co
     }
 }
 
-/* Rows [r0, r1) (r0 a multiple of the 32-row tile): token blocks of 4 reuse each tile's extracted indices. */
-static EK_AVX512 void rows_lut3(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
-                                int64_t r0, int64_t r1) {
-    const __m512i *tables = (const __m512i *)scratch;
+/* Decode (T < PREFILL_MIN): tile by tile, every token of the call per tile (tables of one token: 64 bytes per
+ * triple, 55 KiB at K = 2560, L2-resident). */
+static EK_AVX512 void rows_lut3_decode(const ek_weight *w, const ek_act *a, const __m512i *tables, float *y,
+                                       int64_t ldy, int64_t r0, int64_t r1) {
     for (int64_t tile = r0 / LUT_TILE; tile < lut_tiles(r1); tile++) {
         int64_t t0 = 0;
         for (; t0 + 4 <= a->tokens; t0 += 4) tile_tokens(4, w, a, tables, tile, t0, y, ldy);
         for (; t0 < a->tokens; t0++) tile_tokens(1, w, a, tables, tile, t0, y, ldy);
     }
+}
+
+/* Prefill segment: pairs [p0, p1) (at most WIDEN_PAIRS) of every tile in [tile0, tile1) for PB tokens from t0.
+ * The PB tokens' tables of one segment (PB * 84 * 64 B = 21 KiB) stay in L1 across the tiles; the int32 row
+ * sums live in y itself between segments (y[t, r] as int32 bits, rows of this chunk only). */
+#define PB 4
+static EK_AVX512 void prefill_segment(const ek_weight *w, const __m512i *tables, int64_t triples, int64_t t0,
+                                      int64_t p0, int64_t p1, int64_t tile0, int64_t tile1, int32_t *acc32,
+                                      int64_t ldy) {
+    const __m512i nib = _mm512_set1_epi16(15), sixteen = _mm512_set1_epi16(16);
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+        const uint8_t *src = w->data + tile * lut_tile_bytes(w->cols);
+        int64_t r0 = tile * LUT_TILE, n = w->rows - r0 < LUT_TILE ? w->rows - r0 : LUT_TILE;
+        __mmask16 mlo = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1u);
+        __mmask16 mhi = (__mmask16)(n >= 32 ? 0xFFFF : n <= 16 ? 0 : (1u << (n - 16)) - 1u);
+        __m512i acc[PB];
+        for (int b = 0; b < PB; b++) acc[b] = _mm512_setzero_si512();
+        for (int64_t p = p0; p < p1; p++) {
+            const uint8_t *pb = src + p * PAIR_BYTES;
+            __m512i words = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)pb));
+            uint32_t bits[2];
+            memcpy(bits, pb + 32, 8);
+            __m512i a0 = _mm512_and_si512(words, nib), a1 = _mm512_srli_epi16(words, 4);
+            __m512i i0 = _mm512_mask_add_epi16(a0, (__mmask32)bits[0], a0, sixteen);
+            __m512i i1 = _mm512_mask_add_epi16(a1, (__mmask32)bits[1], a1, sixteen);
+            for (int b = 0; b < PB; b++) {
+                const __m512i *tb = tables + (t0 + b) * triples + 2 * p;
+                acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(i0, _mm512_load_si512(tb)));
+                acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(i1, _mm512_load_si512(tb + 1)));
+            }
+        }
+        for (int b = 0; b < PB; b++) {
+            int32_t *dst = acc32 + (t0 + b) * ldy + r0;
+            __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[b]));
+            __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[b], 1));
+            if (p0 > 0) {
+                lo = _mm512_add_epi32(lo, _mm512_maskz_loadu_epi32(mlo, dst));
+                hi = _mm512_add_epi32(hi, _mm512_maskz_loadu_epi32(mhi, dst + 16));
+            }
+            _mm512_mask_storeu_epi32(dst, mlo, lo);
+            _mm512_mask_storeu_epi32(dst + 16, mhi, hi);
+        }
+    }
+}
+
+/* Prefill: blocks of PB tokens, each over K segments of WIDEN_PAIRS pairs across all tiles of the chunk (tables
+ * in L1, weights of the chunk from L2), then the int32 sums in y become floats, finished as in scalar.c. */
+static EK_AVX512 void rows_lut3_prefill(const ek_weight *w, const ek_act *a, const __m512i *tables, float *y,
+                                        int64_t ldy, int64_t r0, int64_t r1) {
+    int64_t pairs = lut_pairs(w->cols), triples = 2 * pairs, t0 = 0;
+    int32_t *acc32 = (int32_t *)(void *)y; /* float and int32 share size; each y[t, r] is int32 until finished */
+    for (; t0 + PB <= a->tokens; t0 += PB) {
+        for (int64_t p0 = 0; p0 < pairs; p0 += WIDEN_PAIRS)
+            prefill_segment(w, tables, triples, t0, p0, p0 + WIDEN_PAIRS < pairs ? p0 + WIDEN_PAIRS : pairs,
+                            r0 / LUT_TILE, lut_tiles(r1), acc32, ldy);
+        for (int64_t t = t0; t < t0 + PB; t++) {
+            float as = a->scale[t];
+            for (int64_t r = r0; r < r1; r++) {
+                float s = (float)acc32[t * ldy + r];
+                y[t * ldy + r] = w->per_tensor ? (s * as) * w->scales[0] : (s * w->scales[r]) * as;
+            }
+        }
+    }
+    for (int64_t tile = r0 / LUT_TILE; t0 < a->tokens && tile < lut_tiles(r1); tile++)
+        for (int64_t t = t0; t < a->tokens; t++) tile_tokens(1, w, a, tables, tile, t, y, ldy);
+}
+
+#define PREFILL_MIN 8 /* below this, the per-tile decode loop */
+
+static EK_AVX512 void rows_lut3(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
+                                int64_t r0, int64_t r1) {
+    const __m512i *tables = (const __m512i *)scratch;
+    if (a->tokens < PREFILL_MIN) rows_lut3_decode(w, a, tables, y, ldy, r0, r1);
+    else rows_lut3_prefill(w, a, tables, y, ldy, r0, r1);
 }
 
 static int supports_lut3(const ek_weight *w, int64_t tokens, const char **reason) {
