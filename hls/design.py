@@ -18,18 +18,21 @@ from edgekit.model.config import ModelConfig
 class HlsConfig:
     """Engine knobs. `group` trits per table index (G), `half_table` sign bit + (3^G+1)/2 entries,
     `lanes` parallel lookups (rows a cycle), `tile_tokens` prefill tile, `key_block` attention block,
-    `max_seq` KV cache length on the device (0: the model's)."""
+    `attn_macs` float multiply-adds a cycle in attention (the unroll of its head_dim loops), `max_seq` KV
+    cache length on the device (0: the model's)."""
 
     group: int = 3
     half_table: bool = True
     lanes: int = 16
     tile_tokens: int = 8
     key_block: int = 16
+    attn_macs: int = 16
     max_seq: int = 0
     version: int = 1
 
     def __post_init__(self) -> None:
-        limits = {"group": (1, 6), "lanes": (1, 256), "tile_tokens": (1, 128), "key_block": (1, 1024)}
+        limits = {"group": (1, 6), "lanes": (1, 256), "tile_tokens": (1, 128), "key_block": (1, 1024),
+                  "attn_macs": (1, 256)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

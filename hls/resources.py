@@ -18,7 +18,7 @@ from edgekit.hls.packing import ceil_div
 BRAM_BITS, URAM_BITS = 36 * 1024, 288 * 1024
 URAM_MIN_BITS = 64 * 1024          # smaller buffers stay in BRAM
 BASE_LUTS, BASE_FFS = 14000, 18000  # AXI masters, AXI-lite, control, interconnect
-FLOAT_MULS, FLOAT_ADDS = 40, 30     # dequant, norms, RoPE, softmax polynomial, attention MACs
+FLOAT_MULS, FLOAT_ADDS = 24, 16     # dequant, norms, RoPE, softmax polynomial (attention MACs: attn_macs)
 DSP_PER_FMUL, DSP_PER_FADD = 3, 2
 FIT_MARGIN = 0.9                    # leave 10% for routing
 
@@ -64,7 +64,7 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
     builder = design.code.entries * max(1, design.hls.group - 1) * 16
     luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
-    dsps = FLOAT_MULS * DSP_PER_FMUL + FLOAT_ADDS * DSP_PER_FADD
+    dsps = (FLOAT_MULS + design.hls.attn_macs) * DSP_PER_FMUL + (FLOAT_ADDS + design.hls.attn_macs) * DSP_PER_FADD
     return ResourceUse(luts=int(luts), flip_flops=int(ffs), dsps=dsps, bram_36k=bram, uram=uram)
 
 

@@ -11,6 +11,10 @@
 #include "ek_stream.h"
 #include "ek_types.h"
 
+#ifndef EK_ATTN_MACS
+#define EK_ATTN_MACS 1
+#endif
+
 namespace ek {
 
 // Rotate-half RoPE of one head vector x[HD] in place: pairs (i, i + HD/2), as in HF Llama.
@@ -55,7 +59,10 @@ void attend_tile(const float q[TT][H * HD], int n_tok, int p0, const float* k_pl
                 for (int t = 0; t < n_tok; ++t) {
                     if (s0 + s > p0 + t) continue;   // causal mask inside the diagonal block
                     float dot = 0.0f;
-                    for (int d = 0; d < HD; ++d) dot += q[t][h * HD + d] * key[d];
+                    for (int d = 0; d < HD; ++d) {
+#pragma HLS UNROLL factor = EK_ATTN_MACS
+                        dot += q[t][h * HD + d] * key[d];   // in order: the numpy twin sums the same way
+                    }
                     scores[t][s0 + s] = dot * inv_sqrt_hd;
                     maxs[t] = scores[t][s0 + s] > maxs[t] ? scores[t][s0 + s] : maxs[t];
                 }
@@ -77,7 +84,10 @@ void attend_tile(const float q[TT][H * HD], int n_tok, int p0, const float* k_pl
                     if (s0 + s > p0 + t) continue;
                     const float e = exp_approx(scores[t][s0 + s] - maxs[t]);
                     sums[t] += e;
-                    for (int d = 0; d < HD; ++d) acc[t][d] += e * value[d];
+                    for (int d = 0; d < HD; ++d) {
+#pragma HLS UNROLL factor = EK_ATTN_MACS
+                        acc[t][d] += e * value[d];
+                    }
                 }
             }
         }

@@ -1,0 +1,152 @@
+"""Cycle and resource model of the generated accelerator (`edgekit fpga estimate`), from the same
+`Design` the HLS writer uses, and its comparison with TeLLMe's published figures.
+
+Model (first order; every constant below is an assumption, not a measurement):
+- TLMM: a matrix [out, in] takes ceil(out / lanes) row blocks x (ceil(in / G) groups + pipeline depth)
+  cycles; a prefill tile of `tile_tokens` tokens runs in the same cycles (one lookup unit per lane and
+  token) and reads each weight word once. Weights stream from DDR double-buffered, so a matrix costs the
+  larger of its compute and its DDR time at `DDR_EFFICIENCY` of the board's peak.
+- Tables: one group a cycle per distinct input (q/k/v share theirs, w1/w3 too).
+- Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` float units,
+  against reading the float32 K and V planes of the context from DDR.
+- Element-wise passes (norms, quantization, RoPE, activation, residual) at one element a cycle.
+- Host: the LM head as int8 (or int4) weights streamed by the ARM cores at the board's host bandwidth,
+  plus a fixed call overhead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from edgekit.boards import Board
+from edgekit.hls.design import Design, HlsConfig, design_for
+from edgekit.hls.packing import ceil_div, matrix_words
+from edgekit.hls.resources import ResourceUse, estimate_resources
+from edgekit.model.config import ModelConfig, RopeConfig
+
+DDR_EFFICIENCY = 0.8
+PIPE_DEPTH = 16
+HOST_CALL_S = 100e-6
+
+# Published figures (arXiv 2504.16266 v1 and 2510.15926 v2 abstracts) for a KV260. The model they ran is
+# taken here to be a ~0.7B BitNet b1.58 ("bitnet-b1.58-large" below): an assumption, not checked.
+TELLME = {"v1": {"decode_tok_s": 9.0, "context": 1024, "prefill_s": {64: 0.55, 128: 1.15}, "watts": 7.0},
+          "v2": {"decode_tok_s": 25.0, "context": 1024, "prefill_s": {64: 0.45, 128: 0.96}, "watts": 5.0}}
+
+
+def bitnet_config(dim, hidden, layers, heads, kv_heads, vocab, seq, **extra) -> ModelConfig:
+    return ModelConfig(architecture="bitnet", dim=dim, hidden_dim=hidden, n_layers=layers, n_heads=heads,
+                       n_kv_heads=kv_heads, vocab_size=vocab, max_seq_len=seq, norm_eps=1e-5,
+                       rope=RopeConfig(theta=500000.0), tie_embeddings=True, ternary_weights=True,
+                       act_quant="int8_absmax", **extra)
+
+
+# Shapes from the public model configs (no weights needed for an estimate).
+PRESETS = {
+    "bitnet-b1.58-2b4t": lambda: bitnet_config(2560, 6912, 30, 20, 5, 128256, 4096, sub_norms=True,
+                                               activation="relu2"),
+    "bitnet-b1.58-large": lambda: bitnet_config(1536, 4096, 24, 16, 16, 32002, 2048),
+}
+
+
+@dataclass
+class Estimate:
+    board: str
+    design: dict
+    weight_bytes: int
+    roofline_tok_s: float
+    decode: list[dict] = field(default_factory=list)     # per context: tok/s and the time split
+    prefill: list[dict] = field(default_factory=list)    # per prompt length: TTFT
+    resources: dict = field(default_factory=dict)
+    utilization: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class CycleModel:
+    def __init__(self, design: Design, board: Board, lm_head_bits: int = 8):
+        self.d, self.board, self.lm_head_bits = design, board, lm_head_bits
+        self.f = board.fabric_clock_mhz * 1e6
+        self.bw = board.ddr_bandwidth_gbs * 1e9 * DDR_EFFICIENCY
+
+    def matrix_s(self, out: int, inp: int) -> float:
+        d = self.d
+        cycles = ceil_div(out, d.hls.lanes) * (ceil_div(inp, d.hls.group) + PIPE_DEPTH)
+        return max(cycles / self.f, 8 * matrix_words(out, inp, d.code, d.hls.lanes) / self.bw)
+
+    def linear_s(self) -> float:
+        """All seven matrices of a layer plus their table builds, for one token or one prefill tile."""
+        d = self.d
+        tables = sum(ceil_div(n, d.hls.group) for n in (d.dim, d.q_dim, d.dim, d.hidden)) / self.f
+        return tables + sum(self.matrix_s(o, i) for o, i in d.matrix_shapes().values())
+
+    def attention_s(self, context: int, n_tok: int) -> float:
+        d = self.d
+        macs = 2 * d.heads * d.head_dim * context * n_tok
+        kv_bytes = 2 * context * d.kv_dim * 4
+        return max(macs / d.hls.attn_macs / self.f, kv_bytes / self.bw)
+
+    def elementwise_s(self, n_tok: int) -> float:
+        d = self.d
+        return n_tok * (8 * d.dim + 4 * d.hidden + 2 * d.q_dim) / self.f
+
+    def lm_head_s(self) -> float:
+        return self.d.vocab * self.d.dim * self.lm_head_bits / 8 / (self.board.host_bandwidth_gbs * 1e9)
+
+    def decode_split(self, context: int) -> dict:
+        layers = self.d.layers
+        split = {"linear_s": layers * self.linear_s(), "attention_s": layers * self.attention_s(context, 1),
+                 "elementwise_s": layers * self.elementwise_s(1), "host_s": self.lm_head_s() + HOST_CALL_S}
+        total = sum(split.values())
+        fpga = total - split["host_s"]
+        return {"context": context, "tok_s": 1 / total, "fpga_only_tok_s": 1 / fpga, **split}
+
+    def ttft_s(self, prompt: int) -> float:
+        """Prefill of `prompt` tokens tile by tile (each tile attends to everything before it), then the LM head."""
+        tt, total = self.d.hls.tile_tokens, 0.0
+        for start in range(0, prompt, tt):
+            n = min(tt, prompt - start)
+            total += self.d.layers * (self.linear_s() + self.attention_s(start + n, n) + self.elementwise_s(n))
+        return total + HOST_CALL_S + self.lm_head_s()
+
+
+def weight_bytes(design: Design) -> int:
+    per_layer = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
+    return 8 * per_layer * design.layers
+
+
+def estimate_design(design: Design, board: Board, contexts=(128, 512, 1024, 2048), prompts=(64, 128),
+                    lm_head_bits: int = 8) -> Estimate:
+    model = CycleModel(design, board, lm_head_bits)
+    use: ResourceUse = estimate_resources(design, board)
+    have = {k: getattr(board, k) for k in use.to_json()}
+    contexts = [c for c in contexts if c <= design.max_seq]
+    return Estimate(board=board.name, design=design.to_json(), weight_bytes=weight_bytes(design),
+                    roofline_tok_s=board.ddr_bandwidth_gbs * 1e9 / weight_bytes(design),
+                    decode=[model.decode_split(c) for c in contexts],
+                    prefill=[{"prompt": p, "ttft_s": model.ttft_s(p)} for p in prompts if p <= design.max_seq],
+                    resources=use.to_json(),
+                    utilization={k: (v / have[k] if have[k] else float("inf") if v else 0.0)
+                                 for k, v in use.to_json().items()})
+
+
+def estimate_config(config: ModelConfig, board: Board, hls: HlsConfig, **kwargs) -> Estimate:
+    return estimate_design(design_for(config, hls), board, **kwargs)
+
+
+def compare_with_tellme(estimate: Estimate) -> list[dict]:
+    """Rows (metric, ours, theirs, relative error) against both TeLLMe versions' published figures."""
+    rows = []
+    decode = {row["context"]: row for row in estimate.decode}
+    prefill = {row["prompt"]: row["ttft_s"] for row in estimate.prefill}
+    for version, paper in TELLME.items():
+        if paper["context"] in decode:
+            ours = decode[paper["context"]]["tok_s"]
+            rows.append({"version": version, "metric": f"decode tok/s @ {paper['context']}", "ours": ours,
+                         "theirs": paper["decode_tok_s"], "error": ours / paper["decode_tok_s"] - 1})
+        for prompt, seconds in paper["prefill_s"].items():
+            if prompt in prefill:
+                rows.append({"version": version, "metric": f"TTFT s @ {prompt} tokens", "ours": prefill[prompt],
+                             "theirs": seconds, "error": prefill[prompt] / seconds - 1})
+    return rows
