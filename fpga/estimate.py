@@ -150,3 +150,32 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
                 rows.append({"version": version, "metric": f"TTFT s @ {prompt} tokens", "ours": prefill[prompt],
                              "theirs": seconds, "error": prefill[prompt] / seconds - 1})
     return rows
+
+
+SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128), "tile_tokens": (4, 8), "attn_macs": (16, 64)}
+
+
+def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0) -> HlsConfig:
+    """The knobs of SEARCH_GRID that fit the part and decode fastest at `context` (fewest LUTs on ties)."""
+    from edgekit.errors import ConfigError  # noqa: PLC0415
+    from edgekit.hls.resources import check_fits  # noqa: PLC0415
+
+    best, best_key = None, None
+    for group in SEARCH_GRID["group"]:
+        for lanes in SEARCH_GRID["lanes"]:
+            for tile in SEARCH_GRID["tile_tokens"]:
+                for macs in SEARCH_GRID["attn_macs"]:
+                    hls = HlsConfig(group=group, lanes=lanes, tile_tokens=tile, attn_macs=macs, max_seq=max_seq)
+                    design = design_for(config, hls)
+                    try:
+                        use = check_fits(design, board)
+                    except ConfigError:
+                        continue
+                    at = min(context, design.max_seq)
+                    key = (round(CycleModel(design, board).decode_split(at)["tok_s"], 2), -use.luts)
+                    if best_key is None or key > best_key:
+                        best, best_key = hls, key
+    if best is None:
+        raise ConfigError(f"no engine configuration of {SEARCH_GRID} fits {board.name} ({board.part})",
+                          fix="choose a larger board or a smaller --max-seq")
+    return best

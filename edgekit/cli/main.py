@@ -20,6 +20,8 @@ from rich.table import Table
 import edgekit
 from edgekit.errors import EdgekitError
 from edgekit.cli.bench import bench
+from edgekit.cli.fpga import fpga_app
+from edgekit.cli.hls import hls_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekit: ternary and low-bit LLM inference for CPUs, phones, FPGAs and cloud-edge serving.")
@@ -319,6 +321,8 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
 
 
 app.command()(bench)
+app.add_typer(hls_app, name="hls")
+app.add_typer(fpga_app, name="fpga")
 
 
 def main(argv: list[str] | None = None) -> int:

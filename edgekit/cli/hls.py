@@ -1,0 +1,63 @@
+"""`edgekit hls generate` and `edgekit hls csim`: thin over edgekit.hls (registered in edgekit.cli.main)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+hls_app = typer.Typer(no_args_is_help=True, help="TeLLMe-style HLS accelerator: generate a project, C-simulate it.")
+console = Console()
+
+MODEL_ARG = typer.Argument(..., metavar="MODEL", help="Ternary checkpoint (bitllama2.c .bin, .edgekit, ...).")
+
+
+def hls_config(group: int, full_table: bool, lanes: int, tile_tokens: int, key_block: int, attn_macs: int,
+               max_seq: int):
+    from edgekit.hls.design import HlsConfig
+
+    return HlsConfig(group=group, half_table=not full_table, lanes=lanes, tile_tokens=tile_tokens,
+                     key_block=key_block, attn_macs=attn_macs, max_seq=max_seq)
+
+
+@hls_app.command()
+def generate(model: Path = MODEL_ARG,
+             board: str = typer.Option("kv260", "--board", help="Board file name (edgekit.boards)."),
+             out: Path = typer.Option(..., "-o", "--out", help="New project folder (must not exist or be empty)."),
+             group: int = typer.Option(3, "--group", help="Trits per table index (G)."),
+             full_table: bool = typer.Option(False, "--full-table", help="3^G-entry tables instead of sign bit + (3^G+1)/2."),
+             lanes: int = typer.Option(16, "--lanes", help="Parallel table lookups (rows a cycle)."),
+             tile_tokens: int = typer.Option(8, "--tile-tokens", help="Prefill tile (tokens sharing each weight word)."),
+             key_block: int = typer.Option(16, "--key-block", help="Attention key block (positions)."),
+             attn_macs: int = typer.Option(16, "--attn-macs", help="Attention float multiply-adds a cycle."),
+             max_seq: int = typer.Option(0, "--max-seq", help="Device KV cache length (0: the model's context)."),
+             tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="llama2.c tokenizer.bin."),
+             bit_order: Optional[str] = typer.Option(None, "--bit-order", help="bitllama2.c lsbfirst|msbfirst.")) -> None:
+    """Write an HLS project (config header, packed weights, golden vectors, testbench, tcl, README)."""
+    from edgekit.boards import load_board
+    from edgekit.hls.writer import generate_project
+    from edgekit.model import load
+
+    config = hls_config(group, full_table, lanes, tile_tokens, key_block, attn_macs, max_seq)
+    project = generate_project(load(model, tokenizer=tokenizer, bit_order=bit_order), load_board(board), out, config)
+    console.print(f"wrote {project} for {board}: run [bold]edgekit hls csim {project}[/bold]")
+
+
+@hls_app.command()
+def csim(project: Path = typer.Argument(..., help="A folder written by edgekit hls generate.")) -> None:
+    """Compile the design and testbench with g++ and run them: each kernel and the top, bit-exact."""
+    from edgekit.hls.csim import CsimError, run_csim
+
+    result = run_csim(project)
+    table = Table(title=f"C simulation of {project}")
+    table.add_column("check")
+    table.add_column("result")
+    for name, ok in result.checks.items():
+        table.add_row(name, "[green]bit-exact[/green]" if ok else "[red]MISMATCH[/red]")
+    console.print(table)
+    if not result.passed:
+        raise CsimError("C simulation failed:\n" + result.output[-2000:], path=project,
+                        fix="compare the failing kernel's golden vectors with hls/reference.py")

@@ -1,0 +1,59 @@
+"""`edgekit hls generate/csim`, `edgekit fpga estimate` and `edgekit run --backend fpga`, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def edgekit_cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+@pytest.mark.slow
+def test_generate_then_csim(models, tmp_path):
+    project = tmp_path / "bit1m"
+    model = models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin"
+    done = edgekit_cli("hls", "generate", model, "--board", "kv260", "-o", project, "--max-seq", "64")
+    assert done.returncode == 0, done.stderr
+    assert (project / "manifest.json").is_file()
+    done = edgekit_cli("hls", "csim", project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("bit-exact") == 9 and "MISMATCH" not in done.stdout
+    again = edgekit_cli("hls", "generate", model, "-o", project)               # never edits what it wrote
+    assert again.returncode == 1 and "never edited" in again.stderr and "fix:" in again.stderr
+
+
+def test_float_models_are_refused_with_a_fix(models, tmp_path):
+    done = edgekit_cli("hls", "generate", models / "stories260K.bin", "-o", tmp_path / "p")
+    assert done.returncode == 1
+    assert "ternary_weights" in done.stderr and "fix:" in done.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_csim_of_a_folder_that_is_not_a_project(tmp_path):
+    done = edgekit_cli("hls", "csim", tmp_path)
+    assert done.returncode == 1 and "edgekit hls generate" in done.stderr
+
+
+def test_estimate_json_for_the_2b4t_shape():
+    done = edgekit_cli("fpga", "estimate", "bitnet-b1.58-2b4t", "--board", "kv260", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["board"] == "kv260" and result["decode"] and result["prefill"]
+    assert all(0 < v <= 0.9 for v in result["utilization"].values() if v)
+    assert {row["version"] for row in result["tellme"]} == {"v1", "v2"}
+
+
+@pytest.mark.slow
+def test_run_on_the_fpga_backend(models):
+    done = edgekit_cli("run", models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin", "-n", "32",
+                       "--backend", "fpga", "--temperature", "0", env={"EDGEKIT_FPGA_DEVICE": "csim"})
+    assert done.returncode == 0, done.stderr
+    # the documented greedy text of the 3M model (../shared/README.md)
+    assert "Once upon a time, there was a little girl named Lily. She loved to play outside and explore" in done.stdout

@@ -1,0 +1,72 @@
+"""The cycle/resource model: consistent with the generator's own layout, monotone where it must be, and
+its comparison with TeLLMe's published figures stated with the error."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.boards import load_board
+from edgekit.errors import ConfigError
+from edgekit.fpga.estimate import (PRESETS, TELLME, CycleModel, compare_with_tellme, estimate_config,
+                                   estimate_design, recommend_hls, weight_bytes)
+from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.resources import check_fits
+from edgekit.hls.writer import generate_project
+from tests.hls.synthetic import synthetic_model
+
+
+def test_weight_traffic_is_the_generated_weight_file(tmp_path):
+    model = synthetic_model()
+    hls = HlsConfig(lanes=8, tile_tokens=4, max_seq=16)
+    project = generate_project(model, load_board("kv260"), tmp_path / "prj", hls)
+    assert weight_bytes(design_for(model.config, hls)) == (project / "data" / "weights.bin").stat().st_size
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_on_kv260(preset):
+    board = load_board("kv260")
+    config = PRESETS[preset]()
+    hls = recommend_hls(config, board, max_seq=2048)
+    design = design_for(config, hls)
+    check_fits(design, board)                                    # the recommendation fits the part
+    result = estimate_design(design, board)
+    rates = [row["tok_s"] for row in result.decode]
+    assert rates == sorted(rates, reverse=True)                  # longer context, slower decode
+    assert all(row["fpga_only_tok_s"] > row["tok_s"] for row in result.decode)
+    ttft = [row["ttft_s"] for row in result.prefill]
+    assert ttft == sorted(ttft)
+    # nobody beats the DDR roofline of the ternary weights alone
+    assert max(rates) < result.roofline_tok_s
+
+
+def test_bitnet_2b4t_weights_and_roofline():
+    design = design_for(PRESETS["bitnet-b1.58-2b4t"](), HlsConfig(group=3, lanes=64, max_seq=1024))
+    # 2.09e9 ternary weights at 5 bits per 3 trits, 12 codes a 64-bit word: ~0.47 GB, ~41 tok/s at 19.2 GB/s
+    assert 0.44e9 < weight_bytes(design) < 0.48e9
+    result = estimate_design(design, load_board("kv260"))
+    assert 39 < result.roofline_tok_s < 44
+
+
+def test_the_model_is_bound_by_compute_or_memory():
+    design = design_for(PRESETS["bitnet-b1.58-large"](), HlsConfig(lanes=16, max_seq=1024))
+    slow, fast = CycleModel(design, load_board("kv260")), CycleModel(design, load_board("zcu104"))
+    assert slow.matrix_s(4096, 1536) > 0
+    # same clock and DDR: one matrix costs the same on both; more lanes cut compute-bound time
+    assert slow.matrix_s(4096, 1536) == fast.matrix_s(4096, 1536)
+    wide = design_for(PRESETS["bitnet-b1.58-large"](), HlsConfig(lanes=64, max_seq=1024))
+    assert CycleModel(wide, load_board("kv260")).matrix_s(4096, 1536) < slow.matrix_s(4096, 1536)
+
+
+def test_comparison_states_the_error():
+    result = estimate_config(PRESETS["bitnet-b1.58-large"](), load_board("kv260"),
+                             HlsConfig(lanes=96, tile_tokens=4, attn_macs=64, max_seq=2048))
+    rows = compare_with_tellme(result)
+    assert {r["version"] for r in rows} == {"v1", "v2"} and len(rows) == 6
+    for row in rows:
+        assert row["error"] == pytest.approx(row["ours"] / row["theirs"] - 1)
+    assert TELLME["v2"]["decode_tok_s"] == 25.0
+
+
+def test_a_part_too_small_is_refused():
+    with pytest.raises(ConfigError, match="no engine configuration"):
+        recommend_hls(PRESETS["bitnet-b1.58-2b4t"](), load_board("pynq-z2"), max_seq=2048)
