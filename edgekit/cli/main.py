@@ -20,6 +20,7 @@ from rich.table import Table
 import edgekit
 from edgekit.errors import EdgekitError
 from edgekit.cli.bench import bench
+from edgekit.cli.bridge import bridge_app
 from edgekit.cli.fpga import fpga_app
 from edgekit.cli.hls import hls_app
 
@@ -321,6 +322,7 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
 
 
 app.command()(bench)
+app.add_typer(bridge_app, name="bridge")
 app.add_typer(hls_app, name="hls")
 app.add_typer(fpga_app, name="fpga")
 

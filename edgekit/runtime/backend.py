@@ -74,6 +74,7 @@ BACKENDS: dict[str, type | str] = {
     "native": "edgekit.runtime.native:NativeBackend",
     "llama.cpp": "edgekit.runtime.llamacpp:LlamaCppBackend",
     "onnxruntime": "edgekit.runtime.onnxrt:OnnxRuntimeBackend",
+    "bridge": "edgekit.cloud_bridge.backend:BridgeBackend",
     "fpga": "edgekit.fpga.backend:FpgaBackend",
 }
 

@@ -1,0 +1,162 @@
+"""`edgekit bridge ...`: the CE-CoLLM cloud bridge (train exits, serve the cloud half, run the edge half).
+
+Registered in `edgekit.cli.main` with `app.add_typer(bridge_app, name="bridge")`; errors reach main's
+error boundary. Bearer tokens come from --token-file or EDGEKIT_BRIDGE_TOKEN, never from the command line
+(argv is visible to every user of the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.errors import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+bridge_app = typer.Typer(no_args_is_help=True, help="CE-CoLLM cloud-edge collaboration: early exits on the edge, "
+                                                     "hard tokens on the cloud.")
+
+MODEL_ARG = typer.Argument(..., metavar="MODEL", help="Checkpoint (a packed .edgekit file, or any checkpoint "
+                                                      "edgekit loads).")
+TOKEN_FILE_OPT = typer.Option(None, "--token-file", help="File holding the bearer token (default: "
+                                                         "$EDGEKIT_BRIDGE_TOKEN).")
+
+
+def read_token(token_file: Optional[Path], required: bool) -> Optional[str]:
+    if token_file is not None:
+        from edgekit.fileio import read_utf8_text
+
+        token = read_utf8_text(token_file, "token file", decode_error=ConfigError).strip()
+    else:
+        token = os.environ.get("EDGEKIT_BRIDGE_TOKEN", "").strip() or None
+    if required and not token:
+        raise ConfigError("no bearer token given", fix="pass --token-file FILE or set EDGEKIT_BRIDGE_TOKEN")
+    return token
+
+
+@bridge_app.command("train-exits")
+def train_exits_cmd(model: Path = MODEL_ARG,
+                    text: Path = typer.Option(..., "--text", help="UTF-8 training text (documents split at "
+                                              "<|endoftext|>); 20% of its tokens are held out for the report."),
+                    exits: str = typer.Option(..., "--exits", help="Exit layers, ascending, e.g. 2,4; the deepest "
+                                              "is the edge/cloud split."),
+                    output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit (model + heads)."),
+                    max_tokens: int = typer.Option(12288, "--max-tokens", help="Tokens of text to use at most."),
+                    steps: int = typer.Option(300, "--steps", help="Adam steps per head."),
+                    lr: float = typer.Option(3e-3, "--lr", help="Learning rate."),
+                    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Train early-exit heads by distillation (backbone frozen) and store them with the packed model."""
+    from edgekit.cloud_bridge.exits import SplitPlan, save_with_exits
+    from edgekit.cloud_bridge.train import ExitTrainConfig, train_exits
+    from edgekit.fileio import read_utf8_text
+    from edgekit.model import load
+
+    loaded = load(model)
+    plan = SplitPlan.parse(exits, loaded.config.n_layers)
+    config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr)
+    heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config)
+    save_with_exits(loaded, heads, output, report)
+    if json_out:
+        console.print_json(json.dumps(report))
+        return
+    _render_exit_report(report)
+    console.print(f"wrote {output} (split after layer {plan.split} of {loaded.config.n_layers})")
+
+
+def _render_exit_report(report: dict) -> None:
+    held = report["trained"]["tokens"]
+    table = Table(title=f"exit heads on {held:,} held-out tokens (coverage / top-1 agreement with the full model)")
+    for column in ("exit", "threshold", "coverage", "agreement", "untrained agreement"):
+        table.add_column(column, justify="right")
+    for row, before in zip(report["trained"]["per_exit"], report["untrained"]["per_exit"]):
+        table.add_row(str(row["exit"]), f"{row['threshold']:.2f}", f"{100 * row['coverage']:.1f}%",
+                      _percent(row["agreement"]), _percent(before["agreement"]))
+    console.print(table)
+    cascade = Table(title="edge cascade (first confident exit answers, the rest go to the cloud)")
+    for column in ("threshold", "edge share", "agreement"):
+        cascade.add_column(column, justify="right")
+    for row in report["trained"]["cascade"]:
+        cascade.add_row(f"{row['threshold']:.2f}", f"{100 * row['edge_share']:.1f}%", _percent(row["agreement"]))
+    console.print(cascade)
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+@bridge_app.command("serve")
+def serve_cmd(model: Path = MODEL_ARG,
+              host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+              port: int = typer.Option(8765, "--port", help="TCP port (0: any free port, printed)."),
+              token_file: Optional[Path] = TOKEN_FILE_OPT,
+              max_sessions: int = typer.Option(256, "--max-sessions", help="Concurrent sessions at most."),
+              max_context: Optional[int] = typer.Option(None, "--max-context", help="Positions per session at most "
+                                                        "(default: the model's context)."),
+              rate: float = typer.Option(200.0, "--max-requests-per-second", help="Hard requests per session and "
+                                         "second."),
+              idle_timeout: float = typer.Option(300.0, "--idle-timeout", help="Close sessions idle this many "
+                                                 "seconds."),
+              max_batch: int = typer.Option(16, "--max-batch", help="Hard requests answered together at most."),
+              batch_window_ms: float = typer.Option(1.0, "--batch-window-ms", help="Wait this long for more "
+                                                    "requests to batch.")) -> None:
+    """Serve the cloud half (layers after the split and the final head) over WebSocket + HTTP."""
+    from edgekit.cloud_bridge.server import ServerConfig
+    from edgekit.cloud_bridge.serving import serve_forever
+    from edgekit.model import load
+
+    config = ServerConfig(token=read_token(token_file, required=True), max_sessions=max_sessions,
+                          max_context=max_context, max_requests_per_second=rate, idle_timeout_s=idle_timeout,
+                          max_batch=max_batch, batch_window_ms=batch_window_ms)
+    loaded = load(model)
+    serve_forever(loaded, config, host, port,
+                  on_ready=lambda bound: err_console.print(f"edgekit bridge serving {model} on "
+                                                           f"ws://{host}:{bound}/v1/session", highlight=False))
+
+
+@bridge_app.command("run")
+def run_cmd(model: Path = MODEL_ARG,
+            url: Optional[str] = typer.Option(None, "--url", help="Cloud session URL, ws://HOST:PORT/v1/session "
+                                              "(none: standalone)."),
+            token_file: Optional[Path] = TOKEN_FILE_OPT,
+            prompt: str = typer.Option("", "--prompt", "-p", help="Prompt text (empty: start from BOS)."),
+            max_tokens: int = typer.Option(64, "--max-tokens", "-n", help="Tokens to generate at most."),
+            threshold: float = typer.Option(0.8, "--threshold", help="Exit confidence threshold (above 1: every "
+                                            "token goes to the cloud)."),
+            latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Lower the "
+                                                              "threshold when cloud answers cost more than this."),
+            encoding: str = typer.Option("f16", "--encoding", help="Boundary states on the wire: f32, f16, int8."),
+            kv_fill: str = typer.Option("deferred", "--kv-fill", help="KV of layers above an exit: deferred "
+                                        "(exact) or copy (state copy).")) -> None:
+    """Run the edge half: exits answer easy tokens, the cloud the hard ones (greedy), standalone without it."""
+    from edgekit.cloud_bridge.backend import open_bridge_edge
+    from edgekit.cloud_bridge.session import BridgeConfig
+    from edgekit.model import load
+    from edgekit.runtime import TextStream
+
+    loaded = load(model)
+    config = BridgeConfig(url=url, token=read_token(token_file, required=url is not None), threshold=threshold,
+                          latency_budget_ms=latency_budget_ms, encoding=encoding, kv_fill=kv_fill)
+    edge = open_bridge_edge(loaded, config)
+    prompt_ids = loaded.tokenizer.encode(prompt)
+    stream = TextStream(loaded.tokenizer, prompt_ids)
+    console.print(stream.emitted, end="", style="bold", highlight=False, markup=False)
+    try:
+        for out in edge.generate(prompt_ids, max_tokens, set(loaded.tokenizer.eos_ids)):
+            console.print(stream.push(out.token), end="", highlight=False, markup=False,
+                          style=None if out.source == "edge" else "cyan" if out.source == "cloud" else "yellow")
+    finally:
+        edge.close()
+    console.print()
+    s = edge.stats
+    rtt = sorted(s.rtt_ms)
+    err_console.print(f"[dim]edge {s.edge}, cloud {s.cloud}, standalone {s.standalone} tokens "
+                      f"(edge share {100 * s.edge_share:.1f}%); {s.requests} requests, {s.resyncs} resyncs, "
+                      f"{s.reconnects} sessions; median RTT {rtt[len(rtt) // 2] if rtt else 0:.1f} ms[/dim]")
