@@ -3,7 +3,8 @@
 EDGEKIT_FPGA_DEVICE chooses the device: "csim" (default) generates the HLS project for the model (cached
 by content), builds its C-simulated top function as a shared library and drives it through the same
 register-level driver as the board; "pynq" loads EDGEKIT_FPGA_BITSTREAM (with its .hwh) on the board.
-EDGEKIT_FPGA_BOARD picks the board file (default kv260).
+EDGEKIT_FPGA_BOARD picks the board file (default kv260); EDGEKIT_FPGA_LM_HEAD the host LM head, "f32"
+(default, the reference's logits) or "int8" (what a board's ARM cores would run).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class FpgaBackend:
         data = extract_device_data(model, self.design)
         driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
                              else open_pynq_driver())
-        self.session = FpgaSession(model, self.design, data, driver, allocator)
+        self.session = FpgaSession(model, self.design, data, driver, allocator,
+                                   lm_head=os.environ.get("EDGEKIT_FPGA_LM_HEAD", "f32"))
 
     @property
     def position(self) -> int:

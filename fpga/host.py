@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.errors import GenerationError
+from edgekit.errors import ConfigError, GenerationError
 from edgekit.fpga.driver import EkTopDriver
 from edgekit.hls.design import Design
 from edgekit.hls.model_data import DeviceData
@@ -33,12 +33,36 @@ def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
     return buffers
 
 
+class Int8LmHead:
+    """The host's LM head in int8: weights per-row absmax int8 [vocab, dim] (a quarter of the float bytes
+    the ARM cores stream per token), activations per-token absmax int8, int32 sums, float scales."""
+
+    def __init__(self, weight: np.ndarray):
+        weight = np.asarray(weight, dtype=np.float32)                     # [vocab, dim]
+        self.scale = np.max(np.abs(weight), axis=1) / np.float32(127.0)   # [vocab]
+        safe = np.where(self.scale > 0, self.scale, np.float32(1.0))
+        self.codes = np.clip(np.rint(weight / safe[:, None]), -127, 127).astype(np.int8)
+
+    def __call__(self, hidden: np.ndarray) -> np.ndarray:
+        a_scale = np.max(np.abs(hidden), axis=1, keepdims=True) / np.float32(127.0)   # [T, 1]
+        q = np.rint(hidden / np.where(a_scale > 0, a_scale, np.float32(1.0))).astype(np.int32)
+        sums = q @ self.codes.T.astype(np.int32)                          # [T, vocab] exact int32
+        return (sums.astype(np.float32) * a_scale * self.scale[None, :]).astype(np.float32)
+
+
+LM_HEADS = ("f32", "int8")
+
+
 class FpgaSession:
     """One sequence on the accelerator: `run(tokens)` -> final-layer hidden states, `logits(h)`."""
 
-    def __init__(self, model: Model, design: Design, data: DeviceData, driver: EkTopDriver, allocator):
+    def __init__(self, model: Model, design: Design, data: DeviceData, driver: EkTopDriver, allocator,
+                 lm_head: str = "f32"):
+        if lm_head not in LM_HEADS:
+            raise ConfigError(f"LM head {lm_head!r} is not one of {LM_HEADS}", fix="use f32 or int8")
         self.model, self.design, self.driver = model, design, driver
         self.forward = ReferenceForward(model)     # host: embedding rows and the LM head only
+        self.int8_head = Int8LmHead(self.forward.weight(model.output_name)[0]) if lm_head == "int8" else None
         self.buffers = allocate_buffers(allocator, design, data)
         driver.set_buffers(self.buffers)
         self.position = 0
@@ -60,4 +84,8 @@ class FpgaSession:
         return np.array(hbuf[:tokens.size], dtype=np.float32)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
-        return self.forward.logits(rms_norm(hidden, self.model.tensors["norm"], self.model.config.norm_eps))
+        normed = rms_norm(hidden, self.model.tensors["norm"], self.model.config.norm_eps)
+        if self.int8_head is None:
+            return self.forward.logits(normed)
+        _, post_scale = self.forward.weight(self.model.output_name)
+        return (self.int8_head(normed) * post_scale).astype(np.float32)

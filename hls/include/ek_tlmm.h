@@ -15,6 +15,10 @@
 #pragma once
 #include "ek_types.h"
 
+#ifndef EK_TILE_STORAGE
+#define EK_TILE_STORAGE bram  // ek_config.h says uram on parts that have UltraRAM
+#endif
+
 namespace ek {
 
 template <int G, bool HALF>
@@ -96,7 +100,7 @@ void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEn
     constexpr int kWpr = ceil_div(kGroups, C::kPerWord);
     constexpr int kRowBlocks = ceil_div(OUT, LANES);
     static word_t tiles[2][kWpr * LANES];
-#pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = uram
+#pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = EK_TILE_STORAGE
     load_row_block<kWpr, LANES>(w, 0, tiles[0]);
     for (int rb = 0; rb < kRowBlocks; ++rb) {
         if (rb + 1 < kRowBlocks) load_row_block<kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);

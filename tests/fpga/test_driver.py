@@ -122,3 +122,24 @@ def test_hwh_must_hold_our_vlnv(tmp_path):
     with pytest.raises(ConfigError, match="edgekit.org:hls:ek_top:1.0.*ek_top:0.9") as error:
         find_ek_top(bad)
     assert "edgekit hls generate" in error.value.fix
+
+
+def test_int8_lm_head_is_close_to_the_float_head(models):
+    from edgekit.fpga.host import Int8LmHead
+    from edgekit.model.reference import ReferenceForward
+
+    model = load(models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin")
+    weight, _ = ReferenceForward(model).weight(model.output_name)
+    hidden = np.random.default_rng(3).normal(0, 1, (16, model.config.dim)).astype(np.float32)
+    head = Int8LmHead(weight)
+    assert head.codes.dtype == np.int8 and head.codes.nbytes == weight.size     # a quarter of float32
+    want, got = hidden @ weight.T, head(hidden)
+    assert np.max(np.abs(got - want)) < 0.02 * np.max(np.abs(want))
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+def test_unknown_lm_head_is_refused(csim_setup):
+    model, design, data, library = csim_setup
+    allocator = HostAllocator()
+    with pytest.raises(ConfigError, match="LM head"):
+        FpgaSession(model, design, data, EkTopDriver(CsimDevice(library, allocator)), allocator, lm_head="int3")

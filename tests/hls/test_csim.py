@@ -77,3 +77,23 @@ def test_a_design_too_big_for_the_part_is_refused_and_leaves_nothing(tmp_path):
 
 def test_ap_int_headers_are_found():
     assert (find_ap_include() / "ap_int.h").is_file()
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    import edgekit.hls.writer as writer
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "render_makefile", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate_project(synthetic_model(), load_board("zcu102"), tmp_path / "prj", HlsConfig(lanes=4, max_seq=16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tile_storage_follows_the_part(tmp_path):
+    model, hls = synthetic_model(), HlsConfig(lanes=4, max_seq=16)
+    kv260 = generate_project(model, load_board("kv260"), tmp_path / "a", hls)
+    zcu102 = generate_project(model, load_board("zcu102"), tmp_path / "b", hls)
+    assert "#define EK_TILE_STORAGE uram" in (kv260 / "include" / "ek_config.h").read_text()
+    assert "#define EK_TILE_STORAGE bram" in (zcu102 / "include" / "ek_config.h").read_text()
