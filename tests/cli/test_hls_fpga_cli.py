@@ -32,7 +32,7 @@ def test_generate_then_csim(models, tmp_path):
 def test_float_models_are_refused_with_a_fix(models, tmp_path):
     done = edgekit_cli("hls", "generate", models / "stories260K.bin", "-o", tmp_path / "p")
     assert done.returncode == 1
-    assert "ternary_weights" in done.stderr and "fix:" in done.stderr
+    assert "act_quant" in done.stderr and "fix:" in done.stderr and "W1.58A8" in done.stderr
     assert not (tmp_path / "p").exists()
 
 

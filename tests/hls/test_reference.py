@@ -70,6 +70,18 @@ def test_synthetic_bitnet_switches_follow_the_float_reference():
 
 
 def test_non_ternary_models_are_refused():
-    model = synthetic_model(ternary_weights=False)
-    with pytest.raises(UnsupportedModelError, match="ternary_weights"):
-        design_for(model.config, HlsConfig())
+    model = synthetic_model()
+    model.tensors["layers.1.w2"] = model.tensors["layers.1.w2"] * np.float32(0.5)
+    with pytest.raises(UnsupportedModelError, match="layers.1.w2 is not a ternary matrix"):
+        extract_device_data(model, design_for(model.config, HlsConfig(max_seq=16)))
+    with pytest.raises(UnsupportedModelError, match="act_quant"):
+        design_for(synthetic_model(act_quant="none").config, HlsConfig())
+
+
+def test_the_packed_builtin_model_is_accepted():
+    from importlib import resources
+
+    model = load(resources.files("edgekit.data").joinpath("default.edgekit"))       # ek_t2, one scale a tensor
+    design = design_for(model.config, HlsConfig(max_seq=32))
+    data = extract_device_data(model, design)
+    assert set(np.unique(data.trits["layers.0.wq"])) <= {-1, 0, 1}
