@@ -74,12 +74,13 @@ def applies(fmt: str, layout: str) -> bool:
     return layout in ("auto", "native") or (layout == "lut3" and get_format(fmt).kind == "ternary")
 
 
-def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float]:
-    """(GB/s of bytes read, ms per call), cycling through the copies for about `seconds`."""
+def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float, float]:
+    """(GB/s of bytes read, ms per call, CPU ms per call per thread), cycling through the copies for about
+    `seconds`. The CPU time (process time / threads) leaves out the time other processes held our cores."""
     x = np.random.default_rng(0).standard_normal((tokens, layers[0].cols)).astype(np.float32)
     for lin in layers[:2]:
         lin(x)                                                        # warm-up (pool, page faults of outputs)
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while True:
         for lin in layers:
             lin(x)
@@ -88,7 +89,8 @@ def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float]:
         if elapsed >= seconds:
             break
     per_call = elapsed / calls
-    return layers[0].kernel_nbytes / per_call / 1e9, per_call * 1e3
+    cpu = (time.process_time() - cpu_start) / calls / kernels.get_num_threads()
+    return layers[0].kernel_nbytes / per_call / 1e9, per_call * 1e3, cpu * 1e3
 
 
 def main() -> None:
@@ -113,7 +115,7 @@ def main() -> None:
         bandwidth[threads] = max(kernels.read_bandwidth(512 << 20, threads) for _ in range(args.repeat))
         print(f"read bandwidth, {threads} thread(s), 512 MiB: {bandwidth[threads]:.1f} GB/s")
     print(f"{'format':7} {'shape':>13} {'T':>4} {'thr':>3} {'layout':6} {'kernel':22} {'GB/s':>6} {'%bw':>5} "
-          f"{'Gw/s':>6} {'ms/call':>8}")
+          f"{'Gw/s':>6} {'ms/call':>8} {'cpuGw/s':>7}")
     chosen = BITNET_SHAPES if args.shapes is None else [BITNET_SHAPES[i] for i in args.shapes]
     shapes = [(f, s) for f in args.formats for s in chosen]
     if args.lm_head:
@@ -127,11 +129,13 @@ def main() -> None:
                 for tokens in args.tokens:
                     for threads in args.threads:
                         kernels.set_num_threads(threads)
-                        gbs, ms = max(measure(layers, tokens, args.seconds) for _ in range(args.repeat))
-                        gws = rows * cols * tokens / (ms * 1e-3) / 1e9 if tokens > 1 else rows * cols / (ms * 1e6)
+                        runs = [measure(layers, tokens, args.seconds) for _ in range(args.repeat)]
+                        gbs, ms, _ = max(runs)
+                        cpu_ms = min(run[2] for run in runs)
+                        gws, cpu_gws = (rows * cols * tokens / (t * 1e6) for t in (ms, cpu_ms))
                         print(f"{fmt:7} {rows:>6}x{cols:<6} {tokens:>4} {threads:>3} {layers[0].layout:6} "
                               f"{layers[0].last_variant:22} {gbs:6.1f} {100 * gbs / bandwidth[threads]:5.0f} "
-                              f"{gws:6.1f} {ms:8.3f}", flush=True)
+                              f"{gws:6.1f} {ms:8.3f} {cpu_gws:7.1f}", flush=True)
                 del layers
         kernels.set_isa("auto")
 

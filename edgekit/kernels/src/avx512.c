@@ -26,6 +26,9 @@
 
 #define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #define EK_INLINE static inline __attribute__((always_inline)) EK_AVX512
+#ifndef EK_PREFETCH
+#define EK_PREFETCH 2048 /* bytes ahead of the decode stream (see single_block) */
+#endif
 #define TB 8 /* tokens per block: 8 int32 accumulators + 5 planes + loads fit the 32 zmm registers */
 
 /* ---- geometry of a 64-byte chunk per format ---------------------------------------------------------- */
@@ -175,6 +178,7 @@ EK_INLINE void single_block(const int format, const int NB, const ek_weight *w, 
         __m512i pacc[5] = {acc[0], acc[0], acc[0], acc[0], acc[0]};
         for (int64_t c = 0; c < chunks; c++) {
             __m512i pl[5];
+            _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
             int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
             for (int p = 0; p < np; p++)
                 pacc[p] = _mm512_dpbusd_epi32(pacc[p], pl[p], _mm512_load_si512((const void *)(xbase + c * cw + 64 * p)));

@@ -91,6 +91,9 @@ int ek_lut_repack_rows(const ek_weight *w, int layout, uint8_t *dst, int64_t r0,
 
 #define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #define EK_INLINE static inline __attribute__((always_inline)) EK_AVX512
+#ifndef EK_PREFETCH
+#define EK_PREFETCH 2048 /* bytes ahead of the weight stream, as in avx512.c */
+#endif
 #define WIDEN_PAIRS 42 /* int16 accumulation for 42 pairs: 84 * 381 = 32004 < 32767 */
 
 static size_t lut_scratch(const ek_weight *w, const ek_act *a) {
@@ -137,6 +140,7 @@ EK_INLINE void tile_tokens(const int NB, const ek_weight *w, const ek_act *a, co
         int64_t p1 = p0 + WIDEN_PAIRS < pairs ? p0 + WIDEN_PAIRS : pairs;
         for (int64_t p = p0; p < p1; p++) {
             const uint8_t *pb = src + p * PAIR_BYTES;
+            _mm_prefetch((const char *)(pb + EK_PREFETCH), _MM_HINT_T0);
             __m512i words = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)pb));
             uint32_t bits[2];
             memcpy(bits, pb + 32, 8);
