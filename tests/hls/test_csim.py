@@ -97,3 +97,11 @@ def test_tile_storage_follows_the_part(tmp_path):
     zcu102 = generate_project(model, load_board("zcu102"), tmp_path / "b", hls)
     assert "#define EK_TILE_STORAGE uram" in (kv260 / "include" / "ek_config.h").read_text()
     assert "#define EK_TILE_STORAGE bram" in (zcu102 / "include" / "ek_config.h").read_text()
+
+
+@pytest.mark.slow
+def test_builtin_packed_model_project_is_bit_exact(tmp_path):
+    from importlib import resources
+
+    model = load(resources.files("edgekit.data").joinpath("default.edgekit"))    # ek_t2-packed, RMSNorm weights
+    assert_all_pass(generate_project(model, load_board("kv260"), tmp_path / "prj", HlsConfig(max_seq=48)))
