@@ -28,13 +28,13 @@ DRIVER = REPO_ROOT / "tests" / "kernels" / "neon" / "driver.c"
 CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 # The two builds: the brief's explicit dotprod target, and setup.py's own flags with the compiler's default
 # armv8-a baseline (what `pip install` does on an ARM board: neon_int.c then enables dotprod by pragma).
-COMMON = ["-std=gnu11", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
+COMMON = ["-std=gnu11", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 BUILDS = {"dotprod": ["-O2", "-march=armv8.2-a+dotprod"], "baseline": ["-O3"]}
 # (rows, cols, tokens): rows not multiples of the 16-row LUT tile or the 4-row float tile, cols not multiples of
 # any chunk (64/32/16/80 columns), T = 1 (decode GEMV) and T > 1 with and without a partial block of 4 tokens;
 # 2100 columns pass the LUT kernel's 256-byte int16 flush.
 SHAPES = [(1, 5, 1), (17, 37, 1), (33, 200, 3), (16, 160, 1), (40, 517, 5), (19, 333, 4), (50, 1000, 2),
-          (35, 2100, 1), (21, 260, 9)]
+          (35, 2100, 1), (21, 260, 9), (20, 256, 4)]
 
 
 def tool_or_skip(name: str) -> str:
@@ -141,6 +141,8 @@ def drivers(toolchain, tmp_path_factory) -> dict[str, Path]:
         cmd = [toolchain[0], *flags, *COMMON, "-static", "-pthread", f"-I{SRC}", *sources, "-lm", "-o", str(binary)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
+        neon_warnings = [line for line in done.stderr.splitlines() if "neon" in line and "warning" in line]
+        assert not neon_warnings, "\n".join(neon_warnings)
         built[name] = binary
     return built
 
@@ -153,8 +155,9 @@ def cases(tmp_path_factory) -> dict[str, list[Path]]:
             "float_weights": float_weight_cases(rng, out)}
 
 
-def run_driver(toolchain, binary: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([toolchain[1], str(binary), *args], capture_output=True, text=True, timeout=900)
+def run_driver(toolchain, binary: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([toolchain[1], str(binary), *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **env})
 
 
 def expected_checks(path: Path) -> set[str]:
@@ -173,7 +176,7 @@ def test_every_neon_variant_is_bit_exact_under_qemu(build, drivers, cases, toolc
     paths = [p for group in cases.values() for p in group]
     done = run_driver(toolchain, drivers[build], "--threads", "2", *map(str, paths))
     lines = done.stdout.splitlines()
-    failures = [line for line in lines if line.startswith("FAIL")]
+    failures = [line for line in lines if line.startswith(("FAIL", "fallback"))]  # no shape leaves NEON
     assert done.returncode == 0 and not failures, "\n".join(failures[:20]) + done.stderr
     assert lines[-1] == f"threads 2 cases {len(paths)} passed"
     seen: dict[str, set[str]] = {}
@@ -189,16 +192,43 @@ def test_every_neon_variant_is_bit_exact_under_qemu(build, drivers, cases, toolc
     lut_ok = [line for line in lines if line.startswith("ok ") and "_lut_neon" in line]
     ternary_single = [p for p in cases["integer"] if p.name.startswith(("ek_t2", "ek_t1_g-1", "ek_t1_g0"))]
     assert len(lut_ok) == len(ternary_single)
-    assert {"t2_sdot_neon", "i3_sdot_neon", "u4_sdot_neon", "i8_sdot_neon", "t2_lut_neon", "t1_lut_neon",
+    # Both modes of the sdot kernel (plane order where groups cover whole int32 lanes, else column order).
+    assert {"t2_sdot_neon/plane", "t2_sdot_neon/column", "t1_sdot_neon/plane", "t1_sdot_neon/column",
+            "i2_sdot_neon/plane", "u2_sdot_neon/plane", "i4_sdot_neon/plane", "u4_sdot_neon/plane",
+            "i8_sdot_neon/plane", "i3_sdot_neon/column", "u3_sdot_neon/column", "t2_lut_neon", "t1_lut_neon",
             "f16_colorder_neon", "f32_colorder_neon"} <= kernels_run
+    plane_g32 = {line.split()[1] for line in lines if "_g32_" in line and "2_sdot_neon/plane" in line}
+    assert any("_256_" in p or "x256_" in p for p in plane_g32) and any("x1000_" in p for p in plane_g32)
+
+
+def driver_info(toolchain, binary: Path, **env: str) -> dict[str, str]:
+    done = run_driver(toolchain, binary, "--info", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
 
 
 def test_dispatcher_chooses_neon_on_aarch64(drivers, toolchain):
-    done = run_driver(toolchain, drivers["baseline"], "--info")
-    assert done.returncode == 0, done.stdout + done.stderr
-    info = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    info = driver_info(toolchain, drivers["baseline"])
     assert info["neon_available"] == "1" and info["isa"] == "neon"
-    assert info["decode_kernel_t2"].endswith("_neon") and info["prefill_kernel_t2"].endswith("_neon")
+    assert info["decode_kernel_t2"] == "t2_sdot_neon" and info["prefill_kernel_t2"] == "t2_sdot_neon"
+
+
+def test_lut_kernel_through_the_dispatcher_when_requested(drivers, cases, toolchain):
+    """EDGEKIT_NEON_LUT=1 routes ternary decode (T = 1) through the LUT kernel; ek_linear stays bit-exact."""
+    info = driver_info(toolchain, drivers["baseline"], EDGEKIT_NEON_LUT="1")
+    assert info["decode_kernel_t2"] == "t2_lut_neon" and info["prefill_kernel_t2"] == "t2_sdot_neon"
+    paths = [p for p in cases["integer"] if p.name.startswith(("ek_t2", "ek_t1"))]
+    done = run_driver(toolchain, drivers["baseline"], "--threads", "3", *map(str, paths), EDGEKIT_NEON_LUT="1")
+    assert done.returncode == 0, "\n".join(line for line in done.stdout.splitlines() if "FAIL" in line)[:4000]
+    ran = {Path(line.split()[1]).name: line.split()[3] for line in done.stdout.splitlines()
+           if line.startswith("ok ") and " linear " in line}
+    for path in paths:
+        grouped_t1 = path.name.startswith("ek_t1_g") and not path.name.startswith(("ek_t1_g-1_", "ek_t1_g0_"))
+        decode = path.name.endswith("_t1.case")
+        want = ("int_dot_scalar" if grouped_t1 else path.name[3:5] + "_lut_neon") if decode else path.name[3:5] + "_sdot_neon"
+        assert ran[path.name] == want, (path.name, ran[path.name])
+    # the scalar fallback is the dispatcher's documented answer to a declined shape, with the reason logged
+    assert all("5-column bytes straddle groups" in line for line in done.stdout.splitlines() if line.startswith("fallback"))
 
 
 def test_neon_sources_compile_to_nothing_off_aarch64(tmp_path):

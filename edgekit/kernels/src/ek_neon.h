@@ -21,6 +21,9 @@ const ek_kernel *ek_neon_variant_kernel(int variant, int format, int act_kind);
 /* Rows [r0, r1) of the direct kernel (neon_int.c); the LUT kernel runs its leftover rows (< 16) through it. */
 void ek_neon_rows_sdot(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
                        int64_t r0, int64_t r1);
+/* 1 if the sdot kernel takes `w` in plane-order mode (codes dotted straight from the packed bytes against
+ * permuted activations), 0 for column-order mode (see neon_int.c). */
+int ek_neon_sdot_plane_mode(const ek_weight *w);
 /* Decode one native row into int8 values [cols]: byte for byte what ek_decode_row_values(format, row, 0, cols)
  * writes (code - offset; ek_u*: raw codes). */
 void ek_neon_decode_row(int format, const uint8_t *row, int64_t row_bytes, int64_t cols, int8_t *out);

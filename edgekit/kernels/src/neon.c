@@ -4,11 +4,18 @@
  * (vqtbl1q_u8 lookup tables for ternary weights); see ek_neon.h for the variants. This file is compiled for
  * the baseline armv8-a (ASIMD), so ek_neon_supported() itself runs on any 64-bit ARM CPU.
  *
- * Which integer variant ek_neon_kernel() returns, and why (measured, see tests/kernels/test_neon.py and the
- * numbers in the file header of neon_lut.c): the direct sdot kernel for every format and every T. On the
- * native row layout a LUT kernel has to transpose 16 rows x 16 bytes in registers before each lookup and
- * streams 16 bytes of tables per weight column per 16-row tile, where sdot streams the packed row once;
- * EDGEKIT_NEON_LUT=1 selects the LUT kernel for ternary decode (T = 1) for comparison on real boards.
+ * Which integer variant ek_neon_kernel() returns, and why: the direct sdot kernel for every format and every T,
+ * because it executes fewer instructions than the LUT kernel at every shape measured. Guest instructions per
+ * weight (per weight and token for T = 8) on 256 x 2560 ternary weights, counted under qemu-aarch64 with
+ * `python tests/kernels/neon/count_instructions.py` (setup.py's -O3, prepare() included):
+ *             T = 1: sdot   LUT    scalar.c    T = 8: sdot   LUT    scalar.c
+ *     ek_t2         0.33   0.60   16.7               0.22   0.36   2.7
+ *     ek_t1         0.52   1.25   16.7               0.28   0.49   2.7
+ * On the native row layout the LUT kernel must transpose every 16 x 16 byte block in registers before its
+ * lookups, needs two tables per slot (low and high activation nibbles, for exact 8-bit tables) and reads
+ * 16 bytes of tables per column per 16-row tile, where the sdot kernel dots the packed bytes directly (1 load,
+ * 7 bit operations and 4 sdots per 64 ternary weights). qemu counts instructions only (no caches, no
+ * pipelines): EDGEKIT_NEON_LUT=1 selects the LUT kernel for ternary decode (T = 1) to measure it on a board.
  *
  * Float weights: y = sum_k w[k] * x[k] in column order, with the additions in exactly scalar.c's sequence:
  * 4 rows at a time, a 4 x 4 transpose turns 4 columns of 4 rows into 4 vectors whose lane i is row i, and

@@ -19,13 +19,12 @@
  * block is transposed in registers (4 rounds of vtrn) before its lookups. Rows that do not fill a tile of
  * 16 run through the sdot kernel. The epilogue is scalar.c's finish_output, so results are bit-exact.
  *
- * Why this is not the default (ek_neon_kernel): per 16 rows x 64 columns of ek_t2 it executes about 340
- * instructions (16 loads, 64 for the transpose, 64 table loads, 64 tbl, ~130 nibble/add/widen) and reads
- * 16 bytes of tables per column per tile, against about 36 instructions per row and 64 columns for the sdot
- * kernel's decode and dot (~580 per 16 rows); the LUT wins on instructions, but it reads 4x more table bytes
- * than weight bytes per tile (tables 16 B/column, weights 16 rows x 2 bits = 4 B/column). Counted under qemu,
- * which does not model caches; a phone must decide (EDGEKIT_NEON_LUT=1). ek_t1 with per-group scales is
- * declined (5-column bytes straddle 32-column groups): the sdot kernel takes it.
+ * Why this is not the default: measured instruction counts (neon.c's header, count_instructions.py) put it at
+ * 1.8x (ek_t2) and 2.4x (ek_t1) the sdot kernel's instructions for decode. Per 16 rows x 64 columns of ek_t2
+ * it runs 16 loads + 64 vtrn for the transpose, then per byte 2 index extractions, 4 table loads, 4 tbl,
+ * 2 adds and 4 widening adds (~260 + flushes), where sdot needs ~16 per row; ek_t1 adds ~20 instructions of
+ * digit extraction per byte vector. The tables are 16 bytes per column per token (4x the weight bytes of a
+ * 16-row tile). ek_t1 with per-group scales is declined (5-column bytes straddle 32-column groups).
  */
 #if defined(__aarch64__)
 #include "ek_neon.h"
@@ -83,30 +82,40 @@ static void lut_prepare(const ek_weight *w, const ek_act *a, void *scratch) {
     }
 }
 
-/* In-register transpose of 16 rows x 16 bytes: afterwards v[j] lane i = byte j of row i. */
-static inline void transpose16(uint8x16_t *v) {
-    for (int i = 0; i < 16; i += 2) {
+/* In-register transpose of 16 rows x 16 bytes: afterwards v[j] lane i = byte j of row i. Four rounds of vtrn
+ * on 8-, 16-, 32- and 64-bit elements, pairing vectors 1, 2, 4 and 8 apart (fully unrolled: v stays in registers). */
+static inline __attribute__((always_inline)) void transpose16(uint8x16_t *v) {
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        int i = 2 * k;
         uint8x16_t a = vtrn1q_u8(v[i], v[i + 1]), b = vtrn2q_u8(v[i], v[i + 1]);
         v[i] = a, v[i + 1] = b;
     }
-    for (int i = 0; i < 16; i += (i & 1) ? 3 : 1) { /* pairs (i, i + 2), i = 0 1 4 5 8 9 12 13 */
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) { /* i = 0 1 4 5 8 9 12 13 */
+        int i = (k & 1) | (k >> 1) << 2;
         uint16x8_t a = vreinterpretq_u16_u8(v[i]), b = vreinterpretq_u16_u8(v[i + 2]);
         v[i] = vreinterpretq_u8_u16(vtrn1q_u16(a, b)), v[i + 2] = vreinterpretq_u8_u16(vtrn2q_u16(a, b));
     }
-    for (int i = 0; i < 16; i += (i & 3) == 3 ? 5 : 1) { /* pairs (i, i + 4), i = 0..3, 8..11 */
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) { /* i = 0..3, 8..11 */
+        int i = (k & 3) | (k >> 2) << 3;
         uint32x4_t a = vreinterpretq_u32_u8(v[i]), b = vreinterpretq_u32_u8(v[i + 4]);
         v[i] = vreinterpretq_u8_u32(vtrn1q_u32(a, b)), v[i + 4] = vreinterpretq_u8_u32(vtrn2q_u32(a, b));
     }
-    for (int i = 0; i < 8; i++) { /* pairs (i, i + 8) */
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
         uint64x2_t a = vreinterpretq_u64_u8(v[i]), b = vreinterpretq_u64_u8(v[i + 8]);
         v[i] = vreinterpretq_u8_u64(vtrn1q_u64(a, b)), v[i + 8] = vreinterpretq_u8_u64(vtrn2q_u64(a, b));
     }
 }
 
 /* Bytes [j0, j0 + 16) of rows r..r+15 into v, transposed; bytes past the row read as 0 (their tables are 0). */
-static void load_block(const ek_weight *w, int64_t r, int64_t j0, uint8x16_t *v) {
+static inline __attribute__((always_inline)) void load_block(const ek_weight *w, int64_t r, int64_t j0,
+                                                              uint8x16_t *v) {
     const uint8_t *base = w->data + r * w->row_bytes + j0;
     if (j0 + 16 <= w->row_bytes) {
+#pragma GCC unroll 16
         for (int i = 0; i < TILE; i++) v[i] = vld1q_u8(base + i * w->row_bytes);
     } else {
         uint8_t tail[16];
@@ -156,17 +165,22 @@ static inline void flush(acc16 *s, int32_t *acc32) {
     }
 }
 
-/* One block of 16 bytes for one token: lookups, int16 accumulation, flushes where `flush_at` has a bit. */
-static void block_token(int format, const uint8x16_t *v, const int8_t *tab, unsigned flush_at, int64_t j0,
-                        int64_t bytes_per_group, acc16 *s, int32_t *acc32) {
-    int spb = slots_per_byte(format);
+/* One block of 16 bytes for one token: lookups, int16 accumulation, flushes where `flush_at` has a bit.
+ * The accumulators live in a local copy (registers) for the block, not behind `state`. */
+static inline __attribute__((always_inline)) void block_token(const int format, const uint8x16_t *v,
+                                                              const int8_t *tab, unsigned flush_at, int64_t j0,
+                                                              int64_t bytes_per_group, acc16 *state, int32_t *acc32) {
+    const int spb = slots_per_byte(format);
+    acc16 s = *state;
+#pragma GCC unroll 16
     for (int b = 0; b < 16; b++) {
         int8x16_t lo, hi;
         lookup_byte(format, v[b], tab + (j0 + b) * spb * SLOT_BYTES, &lo, &hi);
-        s->lo[0] = vaddw_s8(s->lo[0], vget_low_s8(lo)), s->lo[1] = vaddw_high_s8(s->lo[1], lo);
-        s->hi[0] = vaddw_s8(s->hi[0], vget_low_s8(hi)), s->hi[1] = vaddw_high_s8(s->hi[1], hi);
-        if (flush_at >> b & 1) flush(s, acc32 + (j0 + b) / bytes_per_group * TILE);
+        s.lo[0] = vaddw_s8(s.lo[0], vget_low_s8(lo)), s.lo[1] = vaddw_high_s8(s.lo[1], lo);
+        s.hi[0] = vaddw_s8(s.hi[0], vget_low_s8(hi)), s.hi[1] = vaddw_high_s8(s.hi[1], hi);
+        if (flush_at >> b & 1) flush(&s, acc32 + (j0 + b) / bytes_per_group * TILE);
     }
+    *state = s;
 }
 
 /* Bits b of the block at j0 where byte j0 + b ends a group or a 256-byte run (inside the row). */
@@ -180,8 +194,9 @@ static unsigned flush_mask(const ek_weight *w, int64_t j0, int64_t bytes_per_gro
 }
 
 /* Rows r..r+15 for every token; acc32 [T][groups][16], state [T]. */
-static void lut_tile(const ek_weight *w, const ek_act *a, const int8_t *tables, int64_t r, int32_t *acc32,
-                     acc16 *state, float *y, int64_t ldy) {
+static inline __attribute__((always_inline)) void lut_tile(const int format, const ek_weight *w, const ek_act *a,
+                                                           const int8_t *tables, const uint16_t *masks, int64_t r,
+                                                           int32_t *acc32, acc16 *state, float *y, int64_t ldy) {
     int64_t groups = w->cols / w->group, bytes_per_group = w->row_bytes / groups, stride = table_stride(w);
     memset(acc32, 0, sizeof(int32_t) * (size_t)(a->tokens * groups * TILE));
     for (int64_t t = 0; t < a->tokens; t++)
@@ -189,9 +204,9 @@ static void lut_tile(const ek_weight *w, const ek_act *a, const int8_t *tables, 
     for (int64_t j0 = 0; j0 < padded_row_bytes(w); j0 += 16) {
         uint8x16_t v[TILE];
         load_block(w, r, j0, v);
-        unsigned mask = flush_mask(w, j0, bytes_per_group);
+        unsigned mask = masks[j0 / 16];
         for (int64_t t = 0; t < a->tokens; t++)
-            block_token(w->format, v, tables + t * stride, mask, j0, bytes_per_group, &state[t],
+            block_token(format, v, tables + t * stride, mask, j0, bytes_per_group, &state[t],
                         acc32 + t * groups * TILE);
     }
     for (int64_t t = 0; t < a->tokens; t++) /* scalar.c's finish_output, row by row */
@@ -209,16 +224,33 @@ static void lut_tile(const ek_weight *w, const ek_act *a, const int8_t *tables, 
         }
 }
 
-static void lut_rows(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
-                     int64_t r0, int64_t r1) {
+/* Rows [r0, r1) in tiles of 16; `format` is a compile-time constant in both instantiations below. */
+static inline __attribute__((always_inline)) void lut_rows_body(const int format, const ek_weight *w, const ek_act *a,
+                                                                const void *scratch, float *y, int64_t ldy,
+                                                                int64_t r0, int64_t r1) {
     int64_t groups = w->cols / w->group, r = r0;
     int32_t *acc32 = malloc(sizeof(int32_t) * (size_t)(a->tokens * groups * TILE));
     acc16 *state = malloc(sizeof(acc16) * (size_t)a->tokens);
-    if (acc32 && state)
-        for (; r + TILE <= r1; r += TILE) lut_tile(w, a, scratch, r, acc32, state, y, ldy);
+    int64_t blocks = padded_row_bytes(w) / 16;
+    uint16_t *masks = malloc(sizeof(uint16_t) * (size_t)blocks); /* the same for every tile */
+    if (acc32 && state && masks) {
+        for (int64_t b = 0; b < blocks; b++) masks[b] = (uint16_t)flush_mask(w, 16 * b, w->row_bytes / groups);
+        for (; r + TILE <= r1; r += TILE) lut_tile(format, w, a, scratch, masks, r, acc32, state, y, ldy);
+    }
     free(acc32);
     free(state);
+    free(masks);
     if (r < r1) ek_neon_rows_sdot(w, a, NULL, y, ldy, r, r1); /* the last rows % 16 (or out of memory) */
+}
+
+static void lut_rows_t2(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
+                        int64_t r0, int64_t r1) {
+    lut_rows_body(EK_FMT_T2, w, a, scratch, y, ldy, r0, r1);
+}
+
+static void lut_rows_t1(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy,
+                        int64_t r0, int64_t r1) {
+    lut_rows_body(EK_FMT_T1, w, a, scratch, y, ldy, r0, r1);
 }
 
 /* Every group layout of ek_t2 (a byte never straddles a group); ek_t1 only with one scale per row or tensor. */
@@ -233,7 +265,7 @@ static int lut_supports(const ek_weight *w, int64_t tokens, const char **reason)
 }
 
 const ek_kernel ek_neon_lut_kernels[2] = {
-    {"t2_lut_neon", EK_FMT_T2, EK_ACT_I8, EK_LAYOUT_NATIVE, TILE, lut_supports, lut_scratch, lut_prepare, lut_rows},
-    {"t1_lut_neon", EK_FMT_T1, EK_ACT_I8, EK_LAYOUT_NATIVE, TILE, lut_supports, lut_scratch, lut_prepare, lut_rows},
+    {"t2_lut_neon", EK_FMT_T2, EK_ACT_I8, EK_LAYOUT_NATIVE, TILE, lut_supports, lut_scratch, lut_prepare, lut_rows_t2},
+    {"t1_lut_neon", EK_FMT_T1, EK_ACT_I8, EK_LAYOUT_NATIVE, TILE, lut_supports, lut_scratch, lut_prepare, lut_rows_t1},
 };
 #endif /* __aarch64__ */

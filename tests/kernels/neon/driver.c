@@ -3,7 +3,9 @@
  *
  *   driver [--threads N] CASE...     check every case; one line per check, exit 1 if any failed
  *   driver --info                    what the dispatcher sees on this CPU
- *   driver --bench FMT ROWS COLS T REPS   indicative timing (qemu is not a phone) of each NEON variant and scalar
+ *   driver --bench FMT ROWS COLS T REPS [ONLY]   indicative timing (qemu is not a phone) of the sdot (ONLY 0),
+ *                                    LUT (1) and scalar (2) kernels on random ternary weights; ONLY -1 runs none
+ *                                    (the set-up alone: count_instructions.py subtracts it)
  *
  * A case file (little endian): "EKNEON01", then int64 format, act_kind, rows, cols, row_bytes, group,
  * per_tensor, tokens, n_scales, has_zeros, x_cols; then data [rows * row_bytes] u8, scales [n_scales] f32,
@@ -14,8 +16,9 @@
  *   decode   ek_neon_decode_row == ek_decode_row_values (scalar.c), row by row (integer formats);
  *   variant  every NEON variant that takes the case, run the way dispatch.c runs a kernel (supports, scratch,
  *            prepare, then rows() over row ranges that split the matrix at tile multiples), bit-exact;
- *   linear   ek_linear with the dispatcher forced to NEON (ek_set_isa) on N threads, bit-exact, and the kernel
- *            that ran must be a NEON one (float activations on integer weights are quantized inside ek_linear).
+ *   linear   ek_linear with the dispatcher forced to NEON (ek_set_isa) on N threads, bit-exact; the kernel that
+ *            ran must be a NEON one, or the scalar fallback for a shape the NEON kernel declined with a reason
+ *            (printed as "fallback"). Float activations on integer weights are quantized inside ek_linear.
  */
 #include "ek_kernels.h"
 #include "ek_neon.h"
@@ -141,25 +144,32 @@ static int check_variant(const char *path, const golden *c, const ek_kernel *k) 
     int64_t step = 2 * (int64_t)(k->row_tile > 0 ? k->row_tile : 1);
     for (int64_t r0 = 0; r0 < c->rows; r0 += step)
         k->rows(&w, &a, scratch, y, c->rows, r0, r0 + step < c->rows ? r0 + step : c->rows);
-    int bad = report(path, "variant", k->name, y, c->want, c->tokens * c->rows);
+    char name[80];
+    snprintf(name, sizeof name, "%s%s", k->name,
+             strstr(k->name, "_sdot_") ? (ek_neon_sdot_plane_mode(&w) ? "/plane" : "/column") : "");
+    int bad = report(path, "variant", name, y, c->want, c->tokens * c->rows);
     free(y), free(scratch), free(gsum);
     return bad;
 }
 
+/* ek_linear forced to NEON: the kernel that runs must be the one ek_kernel_choice names, a NEON one unless the
+ * NEON kernel declined the shape with a reason (then the dispatcher's scalar fallback, reported as such). */
 static int check_linear(const char *path, const golden *c) {
     ek_weight w = weight_of(c);
     ek_act a = act_of(c);
+    const char *reason = "", *chosen = ek_kernel_choice(&w, EK_ACT_I8 + (ek_format_is_float((int)c->format) ? 1 : 0),
+                                                        c->tokens, &reason);
     float *y = malloc(sizeof(float) * (size_t)(c->tokens * c->rows));
     const char *name = "";
-    int status = ek_linear(&w, &a, y, c->rows, &name);
-    int bad = 0;
+    int status = ek_linear(&w, &a, y, c->rows, &name), bad = 0;
     if (status != EK_OK) {
         printf("FAIL %s linear: status %d\n", path, status);
         bad = 1;
-    } else if (!strstr(name, "_neon")) {
-        printf("FAIL %s linear: ran %s, not a NEON kernel\n", path, name);
+    } else if (!chosen || strcmp(name, chosen) != 0 || (!strstr(name, "_neon") && !*reason)) {
+        printf("FAIL %s linear: ran %s, chosen %s (%s)\n", path, name, chosen ? chosen : "none", reason);
         bad = 1;
     } else {
+        if (!strstr(name, "_neon")) printf("fallback %s linear %s: %s\n", path, name, reason);
         bad = report(path, "linear", name, y, c->want, c->tokens * c->rows);
     }
     free(y);
@@ -195,7 +205,7 @@ static double seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t tokens, int reps) {
+static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t tokens, int reps, int only) {
     int format = strcmp(fmt_name, "t1") == 0 ? EK_FMT_T1 : EK_FMT_T2;
     int64_t row_bytes = format == EK_FMT_T2 ? cols / 4 : cols / 5;
     uint8_t *data = malloc((size_t)(rows * row_bytes));
@@ -212,11 +222,14 @@ static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t token
     for (int64_t t = 0; t < tokens; t++) a_scale[t] = 0.01f;
     ek_weight w = {format, EK_LAYOUT_NATIVE, rows, cols, row_bytes, cols, 1, 0, data, &scale, NULL};
     ek_act a = {EK_ACT_I8, 0, tokens, cols, q, a_scale, NULL, NULL};
+    int32_t *gsum = group_sums(&w, &a);
+    a.gsum = gsum;
     const ek_kernel *ks[3] = {ek_neon_variant_kernel(EK_NEON_SDOT, format, EK_ACT_I8),
                               ek_neon_variant_kernel(EK_NEON_LUT, format, EK_ACT_I8),
                               ek_scalar_kernel(format, EK_ACT_I8, EK_LAYOUT_NATIVE, tokens)};
     for (int i = 0; i < 3; i++) {
         const ek_kernel *k = ks[i];
+        if (only != -2 && only != i) continue; /* -2: all; -1: none (the set-up alone, for instruction counts) */
         size_t bytes = k->scratch_bytes ? k->scratch_bytes(&w, &a) : 0;
         void *scratch = NULL;
         if (bytes && posix_memalign(&scratch, 64, (bytes + 63) / 64 * 64) != 0) return 1;
@@ -232,15 +245,15 @@ static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t token
                k->name, best * 1e3);
         free(scratch);
     }
-    free(data), free(q), free(a_scale), free(y);
+    free(data), free(q), free(a_scale), free(y), free(gsum);
     return 0;
 }
 
 int main(int argc, char **argv) {
     int threads = 1, first = 1, bad = 0;
     if (argc > 1 && strcmp(argv[1], "--info") == 0) return print_info();
-    if (argc == 7 && strcmp(argv[1], "--bench") == 0)
-        return bench(argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoi(argv[6]));
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "--bench") == 0)
+        return bench(argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoi(argv[6]), argc == 8 ? atoi(argv[7]) : -2);
     if (argc > 2 && strcmp(argv[1], "--threads") == 0) threads = atoi(argv[2]), first = 3;
     ek_set_num_threads(threads);
     if (ek_set_isa(EK_ISA_NEON) != EK_OK) {
