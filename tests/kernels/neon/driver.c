@@ -12,7 +12,8 @@
  * zeros [rows * cols / group] u8 (if has_zeros); activations: act_kind 0 (int8): q [tokens * cols] i8 and
  * a_scale [tokens] f32; act_kind 1 (float): x [tokens * x_cols] f32; last the expected y [tokens * rows] f32.
  *
- * Checks per case:
+ * Weights, scales, zero points and activations are placed so that each ends at an inaccessible page: a read past
+ * the end of any of them faults. Checks per case:
  *   decode   ek_neon_decode_row == ek_decode_row_values (scalar.c), row by row (integer formats);
  *   variant  every NEON variant that takes the case, run the way dispatch.c runs a kernel (supports, scratch,
  *            prepare, then rows() over row ranges that split the matrix at tile multiples), bit-exact;
@@ -26,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     int64_t format, act_kind, rows, cols, row_bytes, group, per_tensor, tokens, n_scales, has_zeros, x_cols;
@@ -42,6 +45,27 @@ static void *read_block(FILE *f, size_t bytes, const char *path, const char *wha
         exit(2);
     }
     return p;
+}
+
+/* A copy of `bytes` bytes that ends exactly where an inaccessible page begins: a kernel reading past the end of
+ * the weights, scales or activations faults instead of reading garbage. (Never freed: the driver is short-lived.) */
+static void *guarded_copy(const void *src, size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), span = (bytes + page - 1) / page * page;
+    uint8_t *base = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED || mprotect(base + span, page, PROT_NONE) != 0) {
+        fprintf(stderr, "guard page: mmap/mprotect failed\n");
+        exit(2);
+    }
+    uint8_t *start = base + span - bytes;
+    memcpy(start, src, bytes);
+    return start;
+}
+
+static void *guard(void *p, size_t bytes) {
+    if (!p) return NULL;
+    void *g = guarded_copy(p, bytes);
+    free(p);
+    return g;
 }
 
 static golden read_case(const char *path) {
@@ -67,6 +91,12 @@ static golden read_case(const char *path) {
     }
     c.want = read_block(f, sizeof(float) * (size_t)(c.tokens * c.rows), path, "expected");
     fclose(f);
+    c.data = guard(c.data, (size_t)(c.rows * c.row_bytes));
+    c.scales = guard(c.scales, sizeof(float) * (size_t)c.n_scales);
+    c.zeros = guard(c.zeros, (size_t)(c.rows * (c.cols / c.group)));
+    c.q = guard(c.q, (size_t)(c.tokens * c.cols));
+    c.a_scale = guard(c.a_scale, sizeof(float) * (size_t)c.tokens);
+    c.x = guard(c.x, sizeof(float) * (size_t)(c.tokens * c.x_cols));
     return c;
 }
 
@@ -186,7 +216,7 @@ static int check_case(const char *path) {
             if (k) bad |= check_variant(path, &c, k);
         }
     bad |= check_linear(path, &c);
-    free(c.data), free(c.scales), free(c.zeros), free(c.q), free(c.a_scale), free(c.x), free(c.want);
+    free(c.want); /* the other buffers are guarded mappings (see guarded_copy) */
     return bad;
 }
 
