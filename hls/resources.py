@@ -2,7 +2,7 @@
 
 A first-order model, not a synthesis report: each on-chip buffer of ek_layer.h / ek_tlmm.h /
 ek_attention.h is counted in bits and mapped to URAM (when the part has it and the buffer is large) or
-36 Kb BRAM; lookup units, table builders and float pipelines carry per-unit LUT/FF/DSP costs. Vitis's
+36 Kb BRAM, the lookup tables to BRAM banks as ek_layer.h partitions them; lookup units, table builders and float pipelines carry per-unit LUT/FF/DSP costs. Vitis's
 csynth report replaces these numbers where Vitis exists.
 """
 
@@ -40,12 +40,24 @@ def buffer_bits(design: Design) -> dict[str, int]:
     d, tt = design, design.hls.tile_tokens
     wpr = max(ceil_div(ceil_div(n, d.hls.group), d.code.per_word) for n in (d.dim, d.q_dim, d.hidden))
     floats = 4 * d.dim + 3 * d.q_dim + 2 * d.kv_dim + 4 * d.hidden        # ek_layer.h's float rows
-    return {"tables": tt * d.max_groups * d.code.entries * 16,
-            "weight_tiles": 2 * wpr * d.hls.lanes * 64,
+    return {"weight_tiles": 2 * wpr * d.hls.lanes * 64,
             "activations": tt * 32 * floats,
             "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
             "accumulators": tt * 32 * (d.q_dim + 2 * d.kv_dim + 2 * d.dim + 2 * d.hidden),
             "scores": tt * d.max_seq * 32}
+
+
+LUTRAM_MAX_BITS = 4096              # smaller banks are distributed RAM (a LUT6 is 64 x 1 bit)
+
+
+def table_memory(design: Design) -> tuple[int, int]:
+    """(BRAM36, LUTs) of the lookup tables. ek_layer.h partitions them by token and entry (every lane reads
+    all entries of one group in a cycle): tile_tokens x entries banks of max_groups x 16 bits, each in
+    18 Kb BRAM halves, or in LUTRAM when small."""
+    banks, bank_bits = design.hls.tile_tokens * design.code.entries, design.max_groups * 16
+    if bank_bits <= LUTRAM_MAX_BITS:
+        return 0, banks * ceil_div(design.max_groups, 64) * 16
+    return ceil_div(banks * ceil_div(bank_bits, BRAM_BITS // 2), 2), 0
 
 
 def lookup_unit_luts(design: Design) -> int:
@@ -54,7 +66,8 @@ def lookup_unit_luts(design: Design) -> int:
 
 
 def estimate_resources(design: Design, board: Board) -> ResourceUse:
-    bram = uram = 0
+    bram, table_luts = table_memory(design)
+    uram = 0
     for bits in buffer_bits(design).values():
         if board.uram and bits >= URAM_MIN_BITS:
             uram += ceil_div(bits, URAM_BITS)
@@ -62,7 +75,7 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
             bram += ceil_div(bits, BRAM_BITS)
     units = design.hls.lanes * design.hls.tile_tokens
     builder = design.code.entries * max(1, design.hls.group - 1) * 16
-    luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder
+    luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder + table_luts
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
     dsps = (FLOAT_MULS + design.hls.attn_macs) * DSP_PER_FMUL + (FLOAT_ADDS + design.hls.attn_macs) * DSP_PER_FADD
     return ResourceUse(luts=int(luts), flip_flops=int(ffs), dsps=dsps, bram_36k=bram, uram=uram)

@@ -90,7 +90,9 @@ struct Engine {
                                 int n_tok, int p0) {
         static float x[TT][L::kD], q[TT][L::kQDim], k[TT][L::kKvDim], v[TT][L::kKvDim];
         static float o[TT][L::kQDim], on[TT][L::kQDim], y[TT][L::kD];
-        static Tables tables;
+        static Tables tables;  // TT tokens x E entries read in one cycle by every lane: registers/LUTRAM
+#pragma HLS ARRAY_PARTITION variable = tables complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = tables complete dim = 3
         float a_scale[TT];
         if (C::kLinearInputNorm) {
             for (int t = 0; t < n_tok; ++t)
@@ -116,6 +118,8 @@ struct Engine {
     static void ffn_block(const word_t* w, const float* p, float h[TT][L::kD], int n_tok) {
         static float x[TT][L::kD], gate[TT][L::kH], up[TT][L::kH], act[TT][L::kH], an[TT][L::kH], y[TT][L::kD];
         static Tables tables;
+#pragma HLS ARRAY_PARTITION variable = tables complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = tables complete dim = 3
         float a_scale[TT];
         if (C::kLinearInputNorm) {
             for (int t = 0; t < n_tok; ++t)

@@ -106,7 +106,7 @@ void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEn
         if (rb + 1 < kRowBlocks) load_row_block<kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);
         const word_t* tile = tiles[rb & 1];
         int acc[TT][LANES];
-#pragma HLS ARRAY_PARTITION variable = acc complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
         for (int t = 0; t < TT; ++t)
             for (int l = 0; l < LANES; ++l) acc[t][l] = 0;
         for (int g = 0; g < kGroups; ++g) {
@@ -115,7 +115,10 @@ void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEn
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
                 unsigned code = (unsigned)((tile[c * LANES + l] >> shift) & ((1u << C::kBits) - 1u));
-                for (int t = 0; t < n_tok; ++t) acc[t][l] += lookup_code<G, HALF>(tables[t][g], code);
+                for (int t = 0; t < TT; ++t) {  // LANES x TT lookup units; a decode uses one token of each
+#pragma HLS UNROLL
+                    if (t < n_tok) acc[t][l] += lookup_code<G, HALF>(tables[t][g], code);
+                }
             }
         }
         for (int l = 0; l < LANES; ++l) {
