@@ -40,6 +40,18 @@ class HlsConfig:
                                   fix=f"pass --{name.replace('_', '-')} within the range")
         if self.max_seq < 0:
             raise ConfigError(f"HlsConfig.max_seq must be >= 0, got {self.max_seq}")
+        if self.version != 1:
+            raise ConfigError(f"HlsConfig version {self.version} is not supported (1)")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "HlsConfig":
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"HlsConfig: unknown fields {unknown}", fix="remove them")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
