@@ -35,6 +35,10 @@ BUILDS = {"dotprod": ["-O2", "-march=armv8.2-a+dotprod"], "baseline": ["-O3"]}
 # 2100 columns pass the LUT kernel's 256-byte int16 flush.
 SHAPES = [(1, 5, 1), (17, 37, 1), (33, 200, 3), (16, 160, 1), (40, 517, 5), (19, 333, 4), (50, 1000, 2),
           (35, 2100, 1), (21, 260, 9), (20, 256, 4)]
+# plus random shapes (fixed seed, so a failure names a reproducible case file)
+SHAPES += [tuple(int(v) for v in shape) for shape in zip(np.random.default_rng(4).integers(1, 70, 4),
+                                                           np.random.default_rng(5).integers(1, 1500, 4),
+                                                           np.random.default_rng(6).integers(1, 8, 4))]
 
 
 def tool_or_skip(name: str) -> str:
