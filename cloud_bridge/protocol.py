@@ -3,8 +3,8 @@
 Every frame is a msgpack map with "v" (PROTOCOL_VERSION) and "t" (the frame type):
 
 edge -> cloud
-    open    fingerprint (model identity), split (first cloud layer), context (edge context length),
-            encoding ("f32" | "f16" | "int8")
+    open    fingerprint (model identity), split (first cloud layer; 0: the edge sends embeddings, the
+            cloud-only baseline), context (edge context length), encoding ("f32" | "f16" | "int8")
     upload  start (first position), n (rows), data (rows [n, dim] in `encoding`), scales (int8 only:
             float32 [n], one per token)
     hard    id (request id), pos (the hard token's position == the edge's context length before it),

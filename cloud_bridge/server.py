@@ -165,8 +165,8 @@ class BridgeServer:
             raise _Refusal(CLOSE_MODEL_MISMATCH, "model_mismatch", "the edge runs a different model than this "
                            "server (fingerprints differ)")
         split, context, encoding = frame["split"], frame["context"], frame["encoding"]
-        if not isinstance(split, int) or not 1 <= split < self.model.config.n_layers:
-            raise _Refusal(CLOSE_BAD_FRAME, "bad_split", f"split {split!r} must lie in [1, "
+        if not isinstance(split, int) or not 0 <= split < self.model.config.n_layers:   # 0: cloud-only baseline
+            raise _Refusal(CLOSE_BAD_FRAME, "bad_split", f"split {split!r} must lie in [0, "
                            f"{self.model.config.n_layers - 1}]")
         if encoding not in ENCODINGS:
             raise _Refusal(CLOSE_BAD_FRAME, "bad_encoding", f"encoding {encoding!r} is not one of {list(ENCODINGS)}")

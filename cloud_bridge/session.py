@@ -159,7 +159,8 @@ class BridgeEdge:
         if step.token is not None:
             self.stats.edge += 1
             self.edge_since_request += 1
-            self._sync_uploads(step.position + 1)
+            if self._ensure_link():           # stream boundary states even while the edge answers alone
+                self._sync_uploads(step.position + 1)
             return Emitted(step.position, step.token, "edge", step.exit_layer, step.confidence, step.logits)
         reply = self._ask_cloud(step)
         if reply is None:

@@ -160,3 +160,68 @@ def run_cmd(model: Path = MODEL_ARG,
     err_console.print(f"[dim]edge {s.edge}, cloud {s.cloud}, standalone {s.standalone} tokens "
                       f"(edge share {100 * s.edge_share:.1f}%); {s.requests} requests, {s.resyncs} resyncs, "
                       f"{s.reconnects} sessions; median RTT {rtt[len(rtt) // 2] if rtt else 0:.1f} ms[/dim]")
+
+
+@bridge_app.command("bench")
+def bench_cmd(model: Path = MODEL_ARG,
+              text: Path = typer.Option(..., "--text", help="Text whose documents' first words are the prompts."),
+              prompts: int = typer.Option(4, "--prompts", help="Number of prompts (documents)."),
+              prompt_tokens: int = typer.Option(8, "--prompt-tokens", help="Tokens per prompt (BOS included)."),
+              max_tokens: int = typer.Option(48, "--max-tokens", "-n", help="Tokens generated per prompt."),
+              rtt: str = typer.Option("0,50", "--rtt-ms", help="Emulated round-trip times, comma-separated."),
+              thresholds: str = typer.Option("0.8,0.9", "--thresholds", help="CE-CoLLM exit thresholds."),
+              bandwidth: Optional[float] = typer.Option(None, "--bandwidth-mbit", help="Emulated link bandwidth."),
+              encoding: str = typer.Option("f16", "--encoding", help="Boundary states: f32, f16, int8."),
+              output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON."),
+              json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Cloud-only vs naive split vs CE-CoLLM through a latency/bandwidth-emulating proxy on loopback."""
+    from edgekit.cloud_bridge.bench import BridgeBenchConfig, kv_fill_comparison, run_bridge_bench
+    from edgekit.cloud_bridge.exits import load_exit_heads
+    from edgekit.fileio import read_utf8_text, write_json_atomic
+    from edgekit.model import load
+    from edgekit.quantize.evaluate import split_documents
+
+    loaded = load(model)
+    heads = load_exit_heads(loaded)
+    docs = split_documents(read_utf8_text(text, "prompt text"))[:prompts]
+    prompt_ids = [loaded.tokenizer.encode(doc, add_bos=True)[:prompt_tokens] for doc in docs]
+    config = BridgeBenchConfig(rtts_ms=_floats(rtt, "--rtt-ms"), thresholds=_floats(thresholds, "--thresholds"),
+                               bandwidth_mbit=bandwidth, max_tokens=max_tokens, encoding=encoding)
+    report = run_bridge_bench(loaded, heads, prompt_ids, config)
+    report["kv_fill"] = kv_fill_comparison(loaded, heads, prompt_ids, config.thresholds[0], max_tokens)
+    if output is not None:
+        write_json_atomic(output, report)
+    if json_out:
+        console.print_json(json.dumps(report))
+        return
+    _render_bench(report)
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a comma-separated list of numbers", fix=f"e.g. {option} 0,50") from None
+
+
+def _render_bench(report: dict) -> None:
+    table = Table(title=f"{report['model']}: split after {report['split']} of {report['n_layers']} layers, "
+                        f"{report['prompts']} prompts x {report['config']['max_tokens']} tokens")
+    columns = ("RTT ms", "mode", "edge share", "cloud layers", "cloud heads", "bytes/resp", "ms/token",
+               "vs cloud-only", "top-1 (own prefix)", "= cloud-only text")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for r in report["rows"]:
+        table.add_row(f"{r['rtt_ms']:g}", r["mode"], f"{100 * r['edge_share']:.1f}%",
+                      f"{100 * r['cloud_layer_share']:.0f}%", f"{100 * r['cloud_head_share']:.0f}%",
+                      f"{r['bytes_per_response']:,.0f}", f"{r['ms_per_token']:.1f}",
+                      f"{r['latency_vs_cloud_only']:.2f}x", f"{100 * r['top1_own_prefix']:.1f}%",
+                      f"{100 * r['top1_vs_cloud_only']:.1f}%")
+    console.print(table)
+    kv = Table(title="KV of layers above an exit")
+    for column in ("kv fill", "threshold", "edge share", "top-1 (own prefix)", "edge ms/token"):
+        kv.add_column(column, justify="right")
+    for r in report["kv_fill"]:
+        kv.add_row(r["kv_fill"], f"{r['threshold']:g}", f"{100 * r['edge_share']:.1f}%",
+                   f"{100 * r['top1_own_prefix']:.1f}%", f"{r['edge_ms_per_token']:.2f}")
+    console.print(kv)
