@@ -34,6 +34,12 @@ TOKENIZER_OPT = typer.Option(None, "--tokenizer", help="llama2.c tokenizer.bin (
                                                        "tokenizer.bin next to the checkpoint or one folder up).")
 BIT_ORDER_OPT = typer.Option(None, "--bit-order", help="bitllama2.c weight order in each byte: lsbfirst or "
                                                        "msbfirst (default: from the file name).")
+BACKEND_HELP = ("Runtime back end: native (packed weights on edgekit's C kernels), reference (the numpy "
+                "oracle), llama.cpp or onnxruntime.")
+THREADS_OPT = typer.Option(None, "--threads", help="Kernel threads of the native back end (default: 1 for small "
+                                                   "models, else every core; EDGEKIT_NUM_THREADS also sets it).")
+KV_CACHE_OPT = typer.Option(None, "--kv-cache", help="KV cache of the native back end: f32, f16 or int8 "
+                                                     "(default: EDGEKIT_KV_CACHE, else f32).")
 
 
 def _version(value: bool) -> None:
@@ -92,13 +98,15 @@ def run(model: Path = MODEL_ARG,
         top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0: off)."),
         top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1.0: off)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-        backend: str = typer.Option("reference", "--backend", help="Runtime back end."),
+        backend: str = typer.Option("native", "--backend", help=BACKEND_HELP),
+        threads: Optional[int] = THREADS_OPT, kv_cache: Optional[str] = KV_CACHE_OPT,
         tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
     """Generate text from a prompt, streaming it, then report prefill and decode speed."""
     from edgekit.model.sampling import SamplingConfig
 
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    stats = _stream_generation(_load(model, tokenizer, bit_order), backend, prompt, max_tokens, sampling)
+    model = _load(model, tokenizer, bit_order)
+    stats = _stream_generation(_open_engine(model, backend, None, threads, kv_cache), prompt, max_tokens, sampling)
     err_console.print(
         f"[dim]{backend}: prefill {stats.prompt_tokens} tokens at {stats.prefill_tokens_per_second:.1f} tok/s, "
         f"decode {stats.generated_tokens} tokens at {stats.decode_tokens_per_second:.1f} tok/s "
@@ -108,8 +116,8 @@ def run(model: Path = MODEL_ARG,
 @app.command()
 def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="Prompt text."),
          max_tokens: int = typer.Option(96, "--max-tokens", "-n", help="Tokens to generate at most."),
-         backend: str = typer.Option("reference", "--backend", help="Runtime back end (the numpy reference "
-                                     "until the native engine lands)."),
+         backend: str = typer.Option("native", "--backend", help=BACKEND_HELP),
+         threads: Optional[int] = THREADS_OPT, kv_cache: Optional[str] = KV_CACHE_OPT,
          temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
          seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling.")) -> None:
     """Run the built-in default model (ternary, trained by edgekit itself) and report what it is and costs."""
@@ -119,7 +127,8 @@ def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="
 
     model = load_default_model()
     info, build = describe_model(model), default_model_info(model)
-    stats = _stream_generation(model, backend, prompt, max_tokens, SamplingConfig(temperature=temperature, seed=seed))
+    stats = _stream_generation(_open_engine(model, backend, None, threads, kv_cache), prompt, max_tokens,
+                               SamplingConfig(temperature=temperature, seed=seed))
     quality = build["quality"]
     table = Table(title="edgekit built-in default model", show_header=False)
     path = default_model_path()
@@ -135,11 +144,26 @@ def demo(prompt: str = typer.Option("Once upon a time", "--prompt", "-p", help="
     console.print(table)
 
 
-def _stream_generation(model, backend: str, prompt: str, max_tokens: int, sampling):
-    """Generate from `prompt` on `backend`, streaming the text to the console; return the GenerationStats."""
-    from edgekit.runtime import GenerationStats, TextStream, generate_tokens, open_backend
+def _open_engine(model, backend: str, context: Optional[int], threads: Optional[int], kv_cache: Optional[str]):
+    """Open `model` on `backend`, passing --threads / --kv-cache only to a back end that takes them."""
+    import inspect as signature_of
 
-    engine = open_backend(model, backend)
+    from edgekit.runtime.backend import backend_class
+
+    cls = backend_class(backend)
+    options = {name: value for name, value in (("threads", threads), ("kv_cache", kv_cache)) if value is not None}
+    refused = sorted(set(options) - set(signature_of.signature(cls).parameters))
+    if refused:
+        flag = "--" + refused[0].replace("_", "-")
+        raise EdgekitError(f"back end {backend!r} has no {flag} option", fix=f"drop {flag} or use --backend native")
+    return cls(model, context, **options)
+
+
+def _stream_generation(engine, prompt: str, max_tokens: int, sampling):
+    """Generate from `prompt` on `engine`, streaming the text to the console; return the GenerationStats."""
+    from edgekit.runtime import GenerationStats, TextStream, generate_tokens
+
+    model = engine.model
     prompt_ids = model.tokenizer.encode(prompt)
     if not prompt_ids:
         raise EdgekitError("the prompt encodes to no tokens and the tokenizer adds no BOS",
@@ -164,14 +188,15 @@ def eval_(model: Path = MODEL_ARG,
           max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Score only the first N."),
           reference: Optional[Path] = typer.Option(None, "--reference", help="Float model to compare against: "
                                                    "adds KL divergence, top-1 agreement and per-layer error."),
-          backend: str = typer.Option("reference", "--backend", help="Runtime back end."),
+          backend: str = typer.Option("native", "--backend", help=BACKEND_HELP),
+          threads: Optional[int] = THREADS_OPT, kv_cache: Optional[str] = KV_CACHE_OPT,
           json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
           tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
     """Perplexity of a model on a text file (and, with --reference, its divergence from a float model)."""
     from edgekit.quantize.evaluate import compare_models, evaluate_perplexity
     from edgekit.runtime import open_backend
 
-    engine = open_backend(_load(model, tokenizer, bit_order), backend, context)
+    engine = _open_engine(_load(model, tokenizer, bit_order), backend, context, threads, kv_cache)
     if reference is not None:
         _render_comparison(compare_models(open_backend(_load(reference, tokenizer, bit_order), "reference", context),
                                           engine, text, context, max_documents), model, reference, json_out)
