@@ -58,8 +58,9 @@ static inline void load_columns4(int format, const uint8_t *rows, int64_t row_by
     float32x4_t v[4];
     for (int i = 0; i < 4; i++) {
         const uint8_t *row = rows + i * row_bytes;
-        v[i] = format == EK_FMT_F32 ? vld1q_f32((const float *)(const void *)row + k)
-                                    : vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(const void *)row + k)));
+        const void *p = row;
+        v[i] = format == EK_FMT_F32 ? vld1q_f32((const float *)p + k)
+                                    : vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p + k)));
     }
     float32x4_t t0 = vtrn1q_f32(v[0], v[1]), t1 = vtrn2q_f32(v[0], v[1]);
     float32x4_t t2 = vtrn1q_f32(v[2], v[3]), t3 = vtrn2q_f32(v[2], v[3]);

@@ -231,8 +231,9 @@ static void rows_column_order(const ek_weight *w, const ek_act *a, float *y, int
  * ek_u*); sum(v q) = sum(c q) - offset * sum(q) with the group sums of ek_linear. int32 lane j of an sdot sums
  * bytes 4j..4j+3 of every plane (2-bit: 16 columns), so a group must cover whole lanes: one scale per row or
  * tensor, groups that are multiples of the chunk (every 2-bit, 4-bit and int8 group of 64+; 4-bit and int8 of
- * 32), or 2-bit groups of 32 (two lanes each) in rows of whole chunks. ek_t1's 80-column chunks (20-column lanes) only take one scale
- * per row or tensor. Other shapes (ek_i3/u3, ek_t1 with groups, rows without one full chunk) use column order. */
+ * 32), or 2-bit groups of 32 (two lanes each) in rows of whole chunks. ek_t1's 80-column chunks (20-column
+ * lanes) only take one scale per row or tensor. Other shapes (ek_i3/u3, ek_t1 with groups, rows without one
+ * full chunk) use column order. */
 
 static int planes_of(int format) {
     switch (format) {
@@ -380,7 +381,8 @@ static inline __attribute__((always_inline)) void plane_block(const int format, 
             for (int b = 0; b < NB; b++) acc[b] += tail_codes_dot(w, row, chunks * cw, a->q + (t0 + b) * w->cols);
     }
     for (int b = 0; b < NB; b++) {
-        for (int64_t g = 0; g < groups; g++) acc[b * groups + g] -= code_bias(w, r, g, groups) * a->gsum[(t0 + b) * groups + g];
+        const int32_t *gsum = a->gsum + (t0 + b) * groups;
+        for (int64_t g = 0; g < groups; g++) acc[b * groups + g] -= code_bias(w, r, g, groups) * gsum[g];
         y[(t0 + b) * ldy + r] = finish_output(w, r, acc + b * groups, groups, a->scale[t0 + b]);
     }
 }
@@ -391,7 +393,10 @@ static inline __attribute__((always_inline)) void rows_plane_body(const int form
     int64_t groups = w->cols / w->group, xstride = full_chunks(w) * 16 * planes_of(format);
     int32_t acc[TB * 256], *heap = NULL, *buf = acc; /* on the stack up to 256 groups (8192 columns in groups of 32) */
     if (groups * TB > (int64_t)(sizeof acc / sizeof acc[0])) {
-        if (!(heap = malloc(sizeof(int32_t) * (size_t)(groups * TB)))) { rows_column_order(w, a, y, ldy, r0, r1); return; }
+        if (!(heap = malloc(sizeof(int32_t) * (size_t)(groups * TB)))) {
+            rows_column_order(w, a, y, ldy, r0, r1);
+            return;
+        }
         buf = heap;
     }
     for (int64_t r = r0; r < r1; r++) {

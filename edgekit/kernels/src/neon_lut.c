@@ -256,7 +256,10 @@ static void lut_rows_t1(const ek_weight *w, const ek_act *a, const void *scratch
 /* Every group layout of ek_t2 (a byte never straddles a group); ek_t1 only with one scale per row or tensor. */
 static int lut_supports(const ek_weight *w, int64_t tokens, const char **reason) {
     (void)tokens;
-    if (w->row_bytes * cols_per_byte(w->format) != w->cols) { *reason = "row bytes do not match the columns"; return 0; }
+    if (w->row_bytes * cols_per_byte(w->format) != w->cols) {
+        *reason = "row bytes do not match the columns";
+        return 0;
+    }
     if (w->format == EK_FMT_T1 && w->group != w->cols) {
         *reason = "ek_t1 LUT: 5-column bytes straddle groups; per-group scales run on the sdot kernel";
         return 0;

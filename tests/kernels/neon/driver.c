@@ -240,7 +240,8 @@ static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t token
     int64_t row_bytes = format == EK_FMT_T2 ? cols / 4 : cols / 5;
     uint8_t *data = malloc((size_t)(rows * row_bytes));
     int8_t *q = malloc((size_t)(tokens * cols));
-    float scale = 0.5f, *a_scale = malloc(sizeof(float) * (size_t)tokens), *y = malloc(sizeof(float) * (size_t)(tokens * rows));
+    float scale = 0.5f, *a_scale = malloc(sizeof(float) * (size_t)tokens);
+    float *y = malloc(sizeof(float) * (size_t)(tokens * rows));
     uint32_t s = 12345;
     for (int64_t i = 0; i < rows * row_bytes; i++) {
         s = s * 1664525u + 1013904223u;
@@ -248,7 +249,10 @@ static int bench(const char *fmt_name, int64_t rows, int64_t cols, int64_t token
         for (int j = 0; j < 4; j++) byte |= ((s >> (8 + 4 * j)) % 3) << (2 * j); /* four trit codes */
         data[i] = (uint8_t)(format == EK_FMT_T2 ? byte : (s >> 8) % 256);  /* any byte is 5 valid base-3 digits */
     }
-    for (int64_t i = 0; i < tokens * cols; i++) s = s * 1664525u + 1013904223u, q[i] = (int8_t)((int)((s >> 8) % 255) - 127);
+    for (int64_t i = 0; i < tokens * cols; i++) {
+        s = s * 1664525u + 1013904223u;
+        q[i] = (int8_t)((int)((s >> 8) % 255) - 127);
+    }
     for (int64_t t = 0; t < tokens; t++) a_scale[t] = 0.01f;
     ek_weight w = {format, EK_LAYOUT_NATIVE, rows, cols, row_bytes, cols, 1, 0, data, &scale, NULL};
     ek_act a = {EK_ACT_I8, 0, tokens, cols, q, a_scale, NULL, NULL};
@@ -283,7 +287,8 @@ int main(int argc, char **argv) {
     int threads = 1, first = 1, bad = 0;
     if (argc > 1 && strcmp(argv[1], "--info") == 0) return print_info();
     if ((argc == 7 || argc == 8) && strcmp(argv[1], "--bench") == 0)
-        return bench(argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoi(argv[6]), argc == 8 ? atoi(argv[7]) : -2);
+        return bench(argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoi(argv[6]),
+                     argc == 8 ? atoi(argv[7]) : -2);
     if (argc > 2 && strcmp(argv[1], "--threads") == 0) threads = atoi(argv[2]), first = 3;
     ek_set_num_threads(threads);
     if (ek_set_isa(EK_ISA_NEON) != EK_OK) {
