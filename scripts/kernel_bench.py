@@ -8,6 +8,8 @@ real decode. Compare the GB/s column with the streaming read bandwidth printed f
     python scripts/kernel_bench.py --formats ek_t2 ek_i4 --tokens 1 128 --seconds 0.5
     python scripts/kernel_bench.py --formats ek_t2 --isas avx2 avx512 --layouts native lut3 --repeat 3
 
+    python scripts/kernel_bench.py --ceiling --tokens 1 64   # compute ceilings of every kernel and layout
+
 GB/s counts the bytes a call reads (kernel_nbytes: the repacked size when the layout is not native); %bw is
 that against ek_read_bandwidth at the same thread count; "Gw/s" is weights per second (comparable across
 layouts of one format). With --repeat N each cell is measured N times and the best is printed (the cores
@@ -61,7 +63,7 @@ def copies(tensor: QuantizedTensor, act_quant: str, layout: str) -> list:
     """Enough prepared copies (separate memory) of one matrix that the bytes the kernels read exceed the
     working set."""
     first = kernels.prepare_linear(tensor, act_quant, layout)
-    n = max(1, -(-WORKING_SET // first.kernel_nbytes))
+    n = max(1, -(-WORKING_SET // first.kernel_nbytes)) if WORKING_SET > 0 else 1
     out = [first]
     for _ in range(n - 1):
         copy = QuantizedTensor(tensor.format, tensor.shape, tensor.group_size, tensor.data.copy(),
@@ -93,6 +95,42 @@ def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float, fl
     return layers[0].kernel_nbytes / per_call / 1e9, per_call * 1e3, cpu * 1e3
 
 
+CEILING_CASES = [("ek_t2", PER_TENSOR, "native"), ("ek_t2", PER_TENSOR, "lut3"), ("ek_t1", PER_TENSOR, "native"),
+                 ("ek_t1", PER_TENSOR, "lut3"), ("ek_i4", 32, "native"), ("ek_i4", PER_CHANNEL, "native"),
+                 ("ek_i8", PER_CHANNEL, "native")]
+
+
+def compute_ceilings(tokens_list: list[int], rounds: int = 15) -> None:
+    """Kernels on one L2-resident 640 x 2560 layer, 1 thread, CPU time, rounds interleaved across the cases
+    (so a busy moment on the shared cores hits every case alike), best round printed: the speed a kernel
+    reaches when memory is not the limit. The numbers behind the layout choice in src/lut.c."""
+    kernels.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    cases = []
+    for fmt, group, layout in CEILING_CASES:
+        old = GROUP.get(fmt)
+        GROUP[fmt] = group
+        cases.append((fmt, group, kernels.prepare_linear(make_tensor(fmt, 640, 2560, rng), "int8_absmax", layout)))
+        if old is None:
+            del GROUP[fmt]
+        else:
+            GROUP[fmt] = old
+    for tokens in tokens_list:
+        x = rng.standard_normal((tokens, 2560)).astype(np.float32)
+        calls = max(2, 100 // tokens)
+        best = [float("inf")] * len(cases)
+        for _ in range(rounds):
+            for i, (_, _, lin) in enumerate(cases):
+                out = np.empty((tokens, 640), dtype=np.float32)
+                start = time.process_time()
+                for _ in range(calls):
+                    lin(x, out)
+                best[i] = min(best[i], (time.process_time() - start) / calls)
+        for (fmt, group, lin), seconds in zip(cases, best):
+            print(f"{fmt:7} group {group:>3} {lin.layout:6} {lin.last_variant:20} T={tokens:<4} "
+                  f"{seconds * 1e6:9.1f} us/call {640 * 2560 * tokens / seconds / 1e9:7.1f} Gw/s (CPU time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--formats", nargs="+", default=["ek_t2", "ek_t1", "ek_i4", "ek_i2", "ek_u4", "ek_i8"])
@@ -104,9 +142,23 @@ def main() -> None:
                         help="indices into the BitNet shapes (default: all four)")
     parser.add_argument("--seconds", type=float, default=0.4)
     parser.add_argument("--repeat", type=int, default=1, help="measure each cell N times, print the best")
+    parser.add_argument("--working-set-mib", type=int, default=300,
+                        help="bytes cycled through per cell (default 300: DRAM; 0: one copy, cache-resident "
+                             "for small shapes, which measures the kernel's compute ceiling instead)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="only the compute ceilings (L2-resident layer, CPU time, interleaved rounds)")
     parser.add_argument("--lm-head", action="store_true", help="also time the 128256 x 2560 int8 LM head")
     args = parser.parse_args()
+    globals()["WORKING_SET"] = args.working_set_mib << 20
     info = kernels.info()
+    if args.ceiling:
+        print(f"kernels: library={info['library']}")
+        for isa in args.isas:
+            kernels.set_isa(isa)
+            print(f"isa {isa}:")
+            compute_ceilings(args.tokens)
+        kernels.set_isa("auto")
+        return
     print(f"kernels: compiled={info['compiled']} isa={info['isa']} available={info['available_isas']} "
           f"library={info['library']}")
     rng = np.random.default_rng(0)

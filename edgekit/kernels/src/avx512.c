@@ -50,11 +50,16 @@ static int64_t row_chunks(const ek_weight *w) {
     return (w->cols + cw - 1) / cw;
 }
 
-/* Code bytes of the row in chunk c (64 except for the last chunk). */
-static inline int64_t chunk_bytes(const ek_weight *w, int64_t c) {
-    int64_t per_byte = planes_of(w->format), used = w->cols / per_byte - c * 64;
-    return used < 64 ? used : 64;
-}
+/* Run `body` for every chunk c of a row with n = its code bytes: full chunks with the constant n = 64 (no
+ * mask, no branch in the hot loop: a per-chunk byte count cost 2x in the decode loop, seen with perf), then
+ * the partial last chunk. `format` must be a compile-time constant at the call site. */
+#define FOR_EACH_CHUNK(format, w, body)                                                        \
+    do {                                                                                       \
+        const int64_t cw_ = 64 * (int64_t)planes_of(format), full_ = (w)->cols / cw_;          \
+        const int64_t last_ = ((w)->cols % cw_) / planes_of(format);                           \
+        for (int64_t c = 0; c < full_; c++) { const int64_t n = 64; body; }                    \
+        if (last_) { const int64_t c = full_, n = last_; body; }                               \
+    } while (0)
 
 /* ek_t1 digit: y = byte * 3^d mod 256 (repeated byte-wise * 3), digit = (3y) >> 8 = (y >= 86) + (y >= 171). */
 EK_INLINE __m512i base3_digit(__m512i y) {
@@ -170,26 +175,26 @@ EK_INLINE int32_t code_offset(const ek_weight *w, int64_t r, int64_t g, int64_t 
  * scalar.c. `format` and NB are compile-time constants in every instantiation. */
 EK_INLINE void single_block(const int format, const int NB, const ek_weight *w, const ek_act *a,
                             const int8_t *xbase, int64_t xs, int64_t r, int64_t t0, float *y, int64_t ldy) {
-    const int64_t cw = 64 * (int64_t)planes_of(format), chunks = row_chunks(w);
+    const int64_t cw = 64 * (int64_t)planes_of(format);
     const uint8_t *row = w->data + r * w->row_bytes;
     __m512i acc[TB];
     for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_si512();
     if (NB == 1) { /* decode: one accumulator per plane, or the 5-cycle vpdpbusd latency chain bounds a row */
         __m512i pacc[5] = {acc[0], acc[0], acc[0], acc[0], acc[0]};
-        for (int64_t c = 0; c < chunks; c++) {
+        FOR_EACH_CHUNK(format, w, {
             __m512i pl[5];
             _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
-            int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
+            int np = decode_planes(format, row + c * 64, n, pl);
             for (int p = 0; p < np; p++)
                 pacc[p] = _mm512_dpbusd_epi32(pacc[p], pl[p], _mm512_load_si512((const void *)(xbase + c * cw + 64 * p)));
-        }
+        });
         for (int p = 0; p < planes_of(format); p++) acc[0] = _mm512_add_epi32(acc[0], pacc[p]);
     } else {
-        for (int64_t c = 0; c < chunks; c++) {
+        FOR_EACH_CHUNK(format, w, {
             __m512i pl[5];
-            int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
+            int np = decode_planes(format, row + c * 64, n, pl);
             for (int b = 0; b < NB; b++) acc[b] = chunk_dot(acc[b], np, pl, xbase + b * xs + c * cw);
-        }
+        });
     }
     int32_t off = code_offset(w, r, 0, 1);
     for (int b = 0; b < NB; b++) {
@@ -227,7 +232,7 @@ EK_INLINE float group_correction(const ek_weight *w, int64_t r, int64_t groups, 
 /* Per-group scales: lanes scaled in float (FMA) for NB tokens [t0, t0 + NB). */
 EK_INLINE void group_block(const int format, const int NB, const ek_weight *w, const ek_act *a,
                            const int8_t *xbase, int64_t xs, int64_t r, int64_t t0, float *y, int64_t ldy) {
-    const int64_t cw = 64 * (int64_t)planes_of(format), chunks = row_chunks(w), groups = w->cols / w->group;
+    const int64_t cw = 64 * (int64_t)planes_of(format), groups = w->cols / w->group;
     const uint8_t *row = w->data + r * w->row_bytes;
     const float *srow = w->scales + r * groups;
     int n_scales = w->group >= cw ? 1 : (int)(cw / w->group);
@@ -235,15 +240,16 @@ EK_INLINE void group_block(const int format, const int NB, const ek_weight *w, c
     __m512i spread = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
     __m512 acc[TB];
     for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < chunks; c++) {
+    FOR_EACH_CHUNK(format, w, {
         __m512i pl[5];
-        int np = decode_planes(format, row + c * 64, chunk_bytes(w, c), pl);
+        if (NB == 1) _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
+        int np = decode_planes(format, row + c * 64, n, pl);
         __m512 sv = lane_scales(srow, c * cw / w->group, n_scales, groups, spread);
         for (int b = 0; b < NB; b++) {
             __m512i d = chunk_dot(_mm512_setzero_si512(), np, pl, xbase + b * xs + c * cw);
             acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc[b]);
         }
-    }
+    });
     for (int b = 0; b < NB; b++) {
         int64_t t = t0 + b;
         float sum = _mm512_reduce_add_ps(acc[b]) - group_correction(w, r, groups, a->gsum + t * groups, srow);

@@ -11,9 +11,8 @@
  * with vpermw the fold would only add a sign step). Tables stay exact int16 (no int8 table quantization):
  * a row accumulates int16 for 42 pairs of triples (84 * 381 = 32004 < 2^15), then widens into int32.
  *
- * Why the layout pays: it stores 1.67 bits per weight, 17% fewer bytes than ek_t2, and decode is bound by
- * bytes. Measured on this Sapphire Rapids, 2560 x 6912 (BitNet 2B4T down projection), working set > 256 MiB:
- * see ek_lut_preferred_layout for the numbers and the command.
+ * The layout stores 1.67 bits per weight (ek_t2: 2, ek_t1: 1.6). Whether it pays is measured per format and
+ * ISA: see ek_lut_preferred_layout for the numbers, the command and the choice.
  */
 #include "ek_kernels.h"
 
@@ -274,9 +273,23 @@ const ek_kernel *ek_avx512_lut_kernel(int format, int act_kind, int layout, int6
 }
 #endif
 
-/* Which layout pays on `isa` (measured, see below); NATIVE unless a LUT3 kernel exists there and wins. */
+/* Which layout pays on `isa`; NATIVE unless a LUT3 kernel exists there and wins. Measured on this Sapphire
+ * Rapids (2 vCPUs shared with ~10 other runnable processes, so CPU-time per call, 1 thread, best of 15
+ * interleaved rounds; a 640 x 2560 layer, L2-resident, i.e. the kernels' compute ceiling, which at these rates
+ * is below DRAM speed, so decode here is compute-bound):
+ *     python scripts/kernel_bench.py --ceiling --tokens 1 64
+ *                       decode T=1 Gw/s   prefill T=64 Gw/s
+ *     ek_t2 native vnni     46.8              127.3
+ *     ek_t2 -> lut3         42.1               63.7
+ *     ek_t1 native vnni     32.2              102.8
+ *     ek_t1 -> lut3         41.2               67.5
+ * and from DRAM (kernel_bench.py --shapes 2 --tokens 1 --threads 1, 6912 x 2560, > 256 MiB), t2 CPU-time
+ * Gw/s: native 26-34, lut3 32-40 (load average 10: only indicative).
+ * So ek_t2 stays native (the VNNI kernel ties LUT3 on decode and is 2x faster on prefill), and ek_t1 is
+ * repacked to LUT3 (decode 1.28x faster than decoding base-3 digits with byte compares; prefill 0.66x, the
+ * price of a 4% larger weight: 1.67 instead of 1.6 bits). AVX2 has no vpermw: no LUT3 kernel there (native). */
 int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa) {
-    if (isa != EK_ISA_AVX512 || act_kind != EK_ACT_I8 || !is_ternary(w->format) || w->group != w->cols)
+    if (isa != EK_ISA_AVX512 || act_kind != EK_ACT_I8 || w->format != EK_FMT_T1 || w->group != w->cols)
         return EK_LAYOUT_NATIVE;
     return EK_LAYOUT_TERNARY_LUT3;
 }
