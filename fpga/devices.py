@@ -69,6 +69,15 @@ class CsimDevice(MemoryDevice):
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p] * len(ip.BUFFER_ARGS) + [ctypes.c_int] * len(ip.SCALAR_ARGS)
         self.top = fn
+        counters = self.library["ek_counters"]
+        counters.restype = ctypes.POINTER(ctypes.c_long)
+        self._counters = counters()
+
+    COUNTERS = ("tlmm_cycles", "table_cycles", "attention_macs", "calls")
+
+    def counters(self) -> dict[str, int]:
+        """Work the C-simulated design did so far (hls/include/ek_types.h EK_COUNTER_*)."""
+        return {name: int(self._counters[i]) for i, name in enumerate(self.COUNTERS)}
 
     def pointer(self, name: str) -> int:
         buffer, offset = self.allocator.resolve(self.register(name))

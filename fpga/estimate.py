@@ -70,22 +70,34 @@ class CycleModel:
         self.f = board.fabric_clock_mhz * 1e6
         self.bw = board.ddr_bandwidth_gbs * 1e9 * DDR_EFFICIENCY
 
+    def tlmm_cycles(self, out: int, inp: int, pipeline_depth: int = PIPE_DEPTH) -> int:
+        """Row blocks x (groups + depth): one group of every lane (and tile token) a cycle."""
+        return ceil_div(out, self.d.hls.lanes) * (ceil_div(inp, self.d.hls.group) + pipeline_depth)
+
+    def layer_tlmm_cycles(self, pipeline_depth: int = PIPE_DEPTH) -> int:
+        return sum(self.tlmm_cycles(o, i, pipeline_depth) for o, i in self.d.matrix_shapes().values())
+
+    def layer_table_cycles(self) -> int:
+        """One group a cycle for each distinct TLMM input: attention in, wo in, FFN in, w2 in."""
+        d = self.d
+        return sum(ceil_div(n, d.hls.group) for n in (d.dim, d.q_dim, d.dim, d.hidden))
+
+    def attention_macs(self, context: int, n_tok: int) -> int:
+        return 2 * self.d.heads * self.d.head_dim * context * n_tok
+
     def matrix_s(self, out: int, inp: int) -> float:
         d = self.d
-        cycles = ceil_div(out, d.hls.lanes) * (ceil_div(inp, d.hls.group) + PIPE_DEPTH)
-        return max(cycles / self.f, 8 * matrix_words(out, inp, d.code, d.hls.lanes) / self.bw)
+        return max(self.tlmm_cycles(out, inp) / self.f, 8 * matrix_words(out, inp, d.code, d.hls.lanes) / self.bw)
 
     def linear_s(self) -> float:
         """All seven matrices of a layer plus their table builds, for one token or one prefill tile."""
-        d = self.d
-        tables = sum(ceil_div(n, d.hls.group) for n in (d.dim, d.q_dim, d.dim, d.hidden)) / self.f
-        return tables + sum(self.matrix_s(o, i) for o, i in d.matrix_shapes().values())
+        tables = self.layer_table_cycles() / self.f
+        return tables + sum(self.matrix_s(o, i) for o, i in self.d.matrix_shapes().values())
 
     def attention_s(self, context: int, n_tok: int) -> float:
         d = self.d
-        macs = 2 * d.heads * d.head_dim * context * n_tok
         kv_bytes = 2 * context * d.kv_dim * 4
-        return max(macs / d.hls.attn_macs / self.f, kv_bytes / self.bw)
+        return max(self.attention_macs(context, n_tok) / d.hls.attn_macs / self.f, kv_bytes / self.bw)
 
     def elementwise_s(self, n_tok: int) -> float:
         d = self.d

@@ -43,7 +43,7 @@ def buffer_bits(design: Design) -> dict[str, int]:
     return {"weight_tiles": 2 * wpr * d.hls.lanes * 64,
             "activations": tt * 32 * floats,
             "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
-            "accumulators": tt * 32 * (d.q_dim + 2 * d.kv_dim + 2 * d.dim + 2 * d.hidden),
+            "accumulator_fifo": d.hls.lanes * tt * 32,
             "scores": tt * d.max_seq * 32}
 
 

@@ -58,6 +58,7 @@ void attend_tile(const float q[TT][H * HD], int n_tok, int p0, const float* k_pl
                 for (int d = 0; d < HD; ++d) key[d] = keys.read();
                 for (int t = 0; t < n_tok; ++t) {
                     if (s0 + s > p0 + t) continue;   // causal mask inside the diagonal block
+                    EK_COUNT(EK_COUNTER_ATTN_MACS, 2 * HD);   // QK here, PV in pass 2
                     float dot = 0.0f;
                     for (int d = 0; d < HD; ++d) {
 #pragma HLS UNROLL factor = EK_ATTN_MACS

@@ -55,9 +55,10 @@ struct Engine {
     template <int OUT, int IN>
     static void bitlinear(const word_t* w, const Tables& tables, int n_tok, const float a_scale[TT],
                           float w_scale, float y[TT][OUT]) {
-        static acc_t acc[TT][OUT];
-        tlmm<G, HALF, C::kLanes, TT, OUT, IN, L::kMaxGroups>(w, tables, n_tok, acc);
-        for (int t = 0; t < n_tok; ++t) dequantize<OUT>(acc[t], a_scale[t], w_scale, y[t]);
+#pragma HLS DATAFLOW
+        stream<acc_t, C::kLanes * TT> accs;   // TLMM -> dequantization, no [TT][OUT] accumulator buffer
+        tlmm_stream<G, HALF, C::kLanes, TT, OUT, IN, L::kMaxGroups>(w, tables, n_tok, accs);
+        dequantize_stream<OUT, TT>(accs, n_tok, a_scale, w_scale, y);
     }
 
     template <int N>

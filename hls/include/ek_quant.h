@@ -2,6 +2,7 @@
 // Each matches edgekit/model/reference.py step for step, with sums taken in index order (the numpy twin
 // in hls/reference.py sums in the same order, so the two agree bit for bit).
 #pragma once
+#include "ek_stream.h"
 #include "ek_types.h"
 
 namespace ek {
@@ -63,6 +64,17 @@ void dequantize(const acc_t acc[N], float a_scale, float w_scale, float y[N]) {
 #pragma HLS PIPELINE II = 1
         y[i] = (float)(int)acc[i] * a_scale * w_scale;
     }
+}
+
+// The streamed form: accumulators arrive row by row, tokens inner (ek_tlmm.h tlmm_stream).
+template <int OUT, int TT, int DEPTH>
+void dequantize_stream(stream<acc_t, DEPTH>& accs, int n_tok, const float a_scale[TT], float w_scale,
+                       float y[TT][OUT]) {
+    for (int row = 0; row < OUT; ++row)
+        for (int t = 0; t < n_tok; ++t) {
+#pragma HLS PIPELINE II = 1
+            y[t][row] = (float)(int)accs.read() * a_scale[t] * w_scale;
+        }
 }
 
 }  // namespace ek

@@ -13,6 +13,7 @@
 // DDR layout of one matrix [OUT, IN]: word[rb][c][lane], rb = row / LANES (rows padded with zero groups to
 // a multiple of LANES), c = word column (ceil(groups / kPerWord) a row), lane = row % LANES.
 #pragma once
+#include "ek_stream.h"
 #include "ek_types.h"
 
 #ifndef EK_TILE_STORAGE
@@ -65,6 +66,7 @@ void build_tables(const act_t x[TT][IN], int n_tok, entry_t tables[TT][MAXG][Tri
     for (int t = 0; t < n_tok; ++t) {
         for (int g = 0; g < kGroups; ++g) {
 #pragma HLS PIPELINE II = 1
+            if (t == 0) EK_COUNT(EK_COUNTER_TABLES, 1);   // the tile's tokens are built in parallel
             int a[G];
             for (int j = 0; j < G; ++j) a[j] = (g * G + j < IN) ? (int)x[t][g * G + j] : 0;
             build_group_table<G, HALF>(a, tables[t][g]);
@@ -90,11 +92,12 @@ void load_row_block(const word_t* w, int rb, word_t tile[WPR * LANES]) {
     }
 }
 
-// y[t][row] = sum_i W[row][i] x[t][i] through the tables; the next row block loads while this one
-// computes (ping-pong tiles; HLS overlaps them, C simulation runs them in turn with the same result).
+// sum_i W[row][i] x[t][i] through the tables, streamed out row by row (tokens inner) so dequantization
+// consumes it as it comes (the fused chain). The next row block loads while this one computes (ping-pong
+// tiles; HLS overlaps them, C simulation runs them in turn with the same result).
 template <int G, bool HALF, int LANES, int TT, int OUT, int IN, int MAXG>
-void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
-          acc_t y[TT][OUT]) {
+void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
+                 stream<acc_t, LANES * TT>& out) {
     typedef TritCode<G, HALF> C;
     constexpr int kGroups = ceil_div(IN, G);
     constexpr int kWpr = ceil_div(kGroups, C::kPerWord);
@@ -109,6 +112,7 @@ void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEn
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
         for (int t = 0; t < TT; ++t)
             for (int l = 0; l < LANES; ++l) acc[t][l] = 0;
+        EK_COUNT(EK_COUNTER_TLMM, kGroups);               // one group of every lane and token a cycle
         for (int g = 0; g < kGroups; ++g) {
 #pragma HLS PIPELINE II = 1
             const int c = g / C::kPerWord, shift = (g % C::kPerWord) * C::kBits;
@@ -124,9 +128,19 @@ void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEn
         for (int l = 0; l < LANES; ++l) {
             const int row = rb * LANES + l;
             if (row < OUT)
-                for (int t = 0; t < n_tok; ++t) y[t][row] = acc[t][l];
+                for (int t = 0; t < n_tok; ++t) out.write(acc[t][l]);
         }
     }
+}
+
+// The same into an array y[TT][OUT] (the testbench's view of one matrix).
+template <int G, bool HALF, int LANES, int TT, int OUT, int IN, int MAXG>
+void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
+          acc_t y[TT][OUT]) {
+    stream<acc_t, LANES * TT> rows;
+    tlmm_stream<G, HALF, LANES, TT, OUT, IN, MAXG>(w, tables, n_tok, rows);
+    for (int row = 0; row < OUT; ++row)
+        for (int t = 0; t < n_tok; ++t) y[t][row] = rows.read();
 }
 
 }  // namespace ek

@@ -20,4 +20,17 @@ constexpr int pow3(int g) { return g == 0 ? 1 : 3 * pow3(g - 1); }
 constexpr int bits_for(int n) { return n <= 1 ? 1 : 1 + bits_for(n >> 1); }
 constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Work counters for C simulation (never in synthesis): how many pipelined iterations each engine ran, so
+// tests can hold the cycle model (fpga/estimate.py) to the code. Slots: see EK_COUNTER_* below.
+enum { EK_COUNTER_TLMM = 0, EK_COUNTER_TABLES = 1, EK_COUNTER_ATTN_MACS = 2, EK_COUNTER_CALLS = 3, EK_COUNTERS = 8 };
+#if defined(__SYNTHESIS__)
+#define EK_COUNT(slot, n)
+#else
+inline long* counters() {
+    static long values[EK_COUNTERS] = {0};
+    return values;
+}
+#define EK_COUNT(slot, n) (::ek::counters()[slot] += (n))
+#endif
+
 }  // namespace ek

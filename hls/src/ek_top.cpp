@@ -39,6 +39,7 @@ extern "C" EK_EXPORT void ek_top(const ek::word_t* weights, const float* params,
     if (n_tokens < 1 || start_pos < 0 || start_pos + n_tokens > EkConfig::kMaxSeq || layer_begin < 0 ||
         layer_end > EkConfig::kLayers || layer_begin >= layer_end)
         return;
+    EK_COUNT(ek::EK_COUNTER_CALLS, 1);
     static float h[EkConfig::kTileTokens][EkConfig::kDim];
     for (int layer = layer_begin; layer < layer_end; ++layer) {
         for (int t0 = 0; t0 < n_tokens; t0 += EkConfig::kTileTokens) {
@@ -52,3 +53,8 @@ extern "C" EK_EXPORT void ek_top(const ek::word_t* weights, const float* params,
         }
     }
 }
+
+// C simulation only: the work counters (ek_types.h), read by the csim device through ctypes.
+#ifndef __SYNTHESIS__
+extern "C" EK_EXPORT long* ek_counters() { return ek::counters(); }
+#endif

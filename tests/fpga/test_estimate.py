@@ -70,3 +70,41 @@ def test_comparison_states_the_error():
 def test_a_part_too_small_is_refused():
     with pytest.raises(ConfigError, match="no engine configuration"):
         recommend_hls(PRESETS["bitnet-b1.58-2b4t"](), load_board("pynq-z2"), max_seq=2048)
+
+
+@pytest.mark.slow
+def test_cycle_model_counts_what_the_c_simulated_design_does(models):
+    """The model's TLMM, table and attention work equals the iterations the C-simulated design runs."""
+    from edgekit.fpga.backend import project_for
+    from edgekit.fpga.buffers import HostAllocator
+    from edgekit.fpga.devices import CsimDevice
+    from edgekit.fpga.driver import EkTopDriver
+    from edgekit.fpga.host import FpgaSession
+    from edgekit.hls.csim import build_shared_library
+    from edgekit.hls.model_data import extract_device_data
+    from edgekit.model import load
+
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    design = design_for(model.config, HlsConfig(lanes=16, tile_tokens=4, max_seq=48))
+    data = extract_device_data(model, design)
+    board = load_board("kv260")
+    allocator = HostAllocator()
+    device = CsimDevice(build_shared_library(project_for(model, design, data, board)), allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator)
+    cycles = CycleModel(design, board)
+    before = device.counters()
+    session.run(list(range(1, 11)))                                       # 10 tokens: tiles of 4, 4, 2
+    prefill = {k: v - before[k] for k, v in device.counters().items()}
+    session.run([42])                                                     # decode at position 10
+    decode = {k: v - before[k] - prefill[k] for k, v in device.counters().items()}
+    L = design.layers
+    assert prefill["tlmm_cycles"] == 3 * L * cycles.layer_tlmm_cycles(pipeline_depth=0)
+    assert decode["tlmm_cycles"] == L * cycles.layer_tlmm_cycles(pipeline_depth=0)
+    assert prefill["table_cycles"] == 3 * L * cycles.layer_table_cycles()
+    assert decode["table_cycles"] == L * cycles.layer_table_cycles()
+    assert decode["attention_macs"] == L * cycles.attention_macs(context=11, n_tok=1)
+    # prefill: the model charges each tile its whole context; the design skips the masked half of the diagonal
+    causal = L * sum(cycles.attention_macs(context=t + 1, n_tok=1) for t in range(10))
+    charged = L * sum(cycles.attention_macs(context=start + n, n_tok=n) for start, n in ((0, 4), (4, 4), (8, 2)))
+    assert prefill["attention_macs"] == causal <= charged
+    assert (prefill["calls"], decode["calls"]) == (1, 1)
