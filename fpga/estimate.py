@@ -112,7 +112,13 @@ class CycleModel:
                  "elementwise_s": layers * self.elementwise_s(1), "host_s": self.lm_head_s() + HOST_CALL_S}
         total = sum(split.values())
         fpga = total - split["host_s"]
-        return {"context": context, "tok_s": 1 / total, "fpga_only_tok_s": 1 / fpga, **split}
+        return {"context": context, "tok_s": 1 / total, "fpga_only_tok_s": 1 / fpga,
+                "ddr_bytes": self.decode_ddr_bytes(context), **split}
+
+    def decode_ddr_bytes(self, context: int) -> int:
+        """DDR traffic of one decode step: every weight word, the K/V planes read, the new K/V row written."""
+        d = self.d
+        return weight_bytes(d) + d.layers * (2 * context * d.kv_dim * 4 + 2 * d.kv_dim * 4)
 
     def ttft_s(self, prompt: int) -> float:
         """Prefill of `prompt` tokens tile by tile (each tile attends to everything before it), then the LM head."""

@@ -81,11 +81,33 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
     return ResourceUse(luts=int(luts), flip_flops=int(ffs), dsps=dsps, bram_36k=bram, uram=uram)
 
 
+DDR_SHARE = 0.75                    # leave a quarter of the board's DDR to Linux and the host program
+
+
+def device_bytes(design: Design) -> int:
+    """DDR the accelerator's buffers take: packed weights, parameters, RoPE table, KV cache, hidden states."""
+    from edgekit.hls.packing import matrix_words  # noqa: PLC0415
+
+    words = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
+    params = design.param_offsets()["layer"] * 4
+    kv = 2 * design.max_seq * design.kv_dim * 4
+    return design.layers * (8 * words + params + kv) + design.max_seq * (design.head_dim + design.dim) * 4
+
+
+def check_memory(design: Design, board: Board) -> None:
+    need = device_bytes(design)
+    if need > DDR_SHARE * board.ddr_bytes:
+        raise ConfigError(f"the device buffers need {need / 2**20:.0f} MiB but {board.name} has "
+                          f"{board.ddr_bytes / 2**20:.0f} MiB of DDR ({DDR_SHARE:.0%} usable)",
+                          fix="lower --max-seq or choose a board with more DDR")
+
+
 def check_fits(design: Design, board: Board) -> ResourceUse:
     """The estimate, or a ConfigError naming the resource that overflows and the knob to turn."""
     if not board.has_fabric:
         raise ConfigError(f"board {board.name!r} is a {board.kind} device without programmable logic",
                           fix="pass an FPGA board: kv260, zcu104, zcu102, ultra96v2 or pynq-z2")
+    check_memory(design, board)
     use = estimate_resources(design, board)
     knobs = {"luts": "--lanes or --tile-tokens", "flip_flops": "--lanes or --tile-tokens", "dsps": "--lanes",
              "bram_36k": "--max-seq, --tile-tokens or --lanes", "uram": "--max-seq, --tile-tokens or --lanes"}

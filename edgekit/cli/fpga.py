@@ -35,10 +35,12 @@ def render(estimate, rows) -> None:
         table.add_row(name, str(used), f"{estimate.utilization[name]:.0%}")
     console.print(table)
     table = Table(title="decode")
-    for column in ("context", "tok/s", "FPGA-only tok/s", "TLMM ms", "attention ms", "element-wise ms", "host ms"):
+    for column in ("context", "tok/s", "FPGA-only tok/s", "DDR MB/token", "TLMM ms", "attention ms",
+                   "element-wise ms", "host ms"):
         table.add_column(column)
     for r in estimate.decode:
-        table.add_row(str(r["context"]), f"{r['tok_s']:.1f}", f"{r['fpga_only_tok_s']:.1f}", f"{r['linear_s'] * 1e3:.1f}",
+        table.add_row(str(r["context"]), f"{r['tok_s']:.1f}", f"{r['fpga_only_tok_s']:.1f}", f"{r['ddr_bytes'] / 1e6:.0f}",
+                      f"{r['linear_s'] * 1e3:.1f}",
                       f"{r['attention_s'] * 1e3:.1f}", f"{r['elementwise_s'] * 1e3:.2f}", f"{r['host_s'] * 1e3:.1f}")
     console.print(table)
     console.print("TTFT: " + ", ".join(f"{p['prompt']} tokens {p['ttft_s']:.2f} s" for p in estimate.prefill))
@@ -50,6 +52,15 @@ def render(estimate, rows) -> None:
         for r in rows:
             table.add_row(r["version"], r["metric"], f"{r['ours']:.2f}", f"{r['theirs']:.2f}", f"{r['error']:+.0%}")
         console.print(table)
+
+
+@fpga_app.command("check-hwh")
+def check_hwh(hwh: Path = typer.Argument(..., help="The .hwh Vivado wrote beside the bitstream.")) -> None:
+    """Check that a bitstream's hardware handoff holds the ek_top IP under edgekit's VLNV."""
+    from edgekit.fpga.hwh import find_ek_top
+    from edgekit.hls.ip import IP_VLNV
+
+    console.print(f"{hwh}: instance [bold]{find_ek_top(hwh)}[/bold] is {IP_VLNV}")
 
 
 @fpga_app.command()

@@ -57,3 +57,15 @@ def test_run_on_the_fpga_backend(models):
     assert done.returncode == 0, done.stderr
     # the documented greedy text of the 3M model (../shared/README.md)
     assert "Once upon a time, there was a little girl named Lily. She loved to play outside and explore" in done.stdout
+
+
+def test_check_hwh(tmp_path):
+    hwh = tmp_path / "ek.hwh"
+    hwh.write_text('<EDKSYSTEM><MODULES><MODULE INSTANCE="ek_top_0" VLNV="edgekit.org:hls:ek_top:1.0"/>'
+                   '</MODULES></EDKSYSTEM>')
+    done = edgekit_cli("fpga", "check-hwh", hwh)
+    assert done.returncode == 0 and "ek_top_0" in done.stdout
+    hwh.write_text('<EDKSYSTEM><MODULES><MODULE INSTANCE="axi_dma_0" VLNV="xilinx.com:ip:axi_dma:7.1"/>'
+                   '</MODULES></EDKSYSTEM>')
+    done = edgekit_cli("fpga", "check-hwh", hwh)
+    assert done.returncode == 1 and "axi_dma" in done.stderr and "fix:" in done.stderr

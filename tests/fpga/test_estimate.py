@@ -108,3 +108,19 @@ def test_cycle_model_counts_what_the_c_simulated_design_does(models):
     charged = L * sum(cycles.attention_macs(context=start + n, n_tok=n) for start, n in ((0, 4), (4, 4), (8, 2)))
     assert prefill["attention_macs"] == causal <= charged
     assert (prefill["calls"], decode["calls"]) == (1, 1)
+
+
+def test_decode_traffic_grows_with_the_kv_cache():
+    design = design_for(PRESETS["bitnet-b1.58-2b4t"](), HlsConfig(lanes=64, max_seq=2048))
+    rows = estimate_design(design, load_board("kv260")).decode
+    assert rows[0]["ddr_bytes"] > weight_bytes(design)
+    # float32 K and V of 5 kv heads x 128 over 30 layers: 153,600 bytes more per extra cached token
+    per_token = (rows[-1]["ddr_bytes"] - rows[0]["ddr_bytes"]) / (rows[-1]["context"] - rows[0]["context"])
+    assert per_token == 2 * 640 * 4 * 30
+
+
+def test_a_model_bigger_than_the_board_ddr_is_refused():
+    design = design_for(PRESETS["bitnet-b1.58-2b4t"](), HlsConfig(lanes=4, tile_tokens=1, max_seq=4096))
+    with pytest.raises(ConfigError, match="MiB of DDR") as error:
+        check_fits(design, load_board("pynq-z2"))
+    assert "--max-seq" in error.value.fix
