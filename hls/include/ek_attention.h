@@ -38,62 +38,80 @@ void stream_kv_block(const float* plane, int s0, int count, int kvh, stream<floa
         }
 }
 
+// Keys in block b of a tile whose last query sits at `last` (the last block is cut at `last`).
+template <int KB>
+inline int block_count(int b, int last) { return (b * KB + KB <= last + 1) ? KB : last + 1 - b * KB; }
+
+// Pass 1 for head h: scores[t][s] = (q_t . k_s) / sqrt(HD) for s <= p0 + t, and their max per token.
+// Each key block is read once and used by every query of the tile.
+template <int H, int KVH, int HD, int TT, int MAXS, int KB>
+void score_head(const float q[TT][H * HD], int n_tok, int p0, int h, const float* k_plane, float inv_sqrt_hd,
+                float scores[TT][MAXS], float maxs[TT]) {
+    const int last = p0 + n_tok - 1, kvh = h / (H / KVH);
+    for (int t = 0; t < n_tok; ++t) maxs[t] = -INFINITY;
+    for (int b = 0; b < ceil_div(last + 1, KB); ++b) {   // blocks past `last` are masked for the whole tile
+        const int s0 = b * KB, count = block_count<KB>(b, last);
+        stream<float, HD> keys;
+        stream_kv_block<KVH, HD>(k_plane, s0, count, kvh, keys);
+        for (int s = 0; s < count; ++s) {
+            float key[HD];
+            for (int d = 0; d < HD; ++d) key[d] = keys.read();
+            for (int t = 0; t < n_tok; ++t) {
+                if (s0 + s > p0 + t) continue;             // causal mask inside the diagonal block
+                EK_COUNT(EK_COUNTER_ATTN_MACS, 2 * HD);    // QK here, PV in pass 2
+                float dot = 0.0f;
+                for (int d = 0; d < HD; ++d) {
+#pragma HLS UNROLL factor = EK_ATTN_MACS
+                    dot += q[t][h * HD + d] * key[d];      // in order: the numpy twin sums the same way
+                }
+                scores[t][s0 + s] = dot * inv_sqrt_hd;
+                maxs[t] = scores[t][s0 + s] > maxs[t] ? scores[t][s0 + s] : maxs[t];
+            }
+        }
+    }
+}
+
+// Pass 2 for head h: out_t = sum_s e^(score - max) v_s / sum_s e^(score - max), ascending s.
+template <int H, int KVH, int HD, int TT, int MAXS, int KB>
+void weigh_values(const float scores[TT][MAXS], const float maxs[TT], int n_tok, int p0, int h,
+                  const float* v_plane, float out[TT][H * HD]) {
+    const int last = p0 + n_tok - 1, kvh = h / (H / KVH);
+    float sums[TT], acc[TT][HD];
+    for (int t = 0; t < n_tok; ++t) {
+        sums[t] = 0.0f;
+        for (int d = 0; d < HD; ++d) acc[t][d] = 0.0f;
+    }
+    for (int b = 0; b < ceil_div(last + 1, KB); ++b) {
+        const int s0 = b * KB, count = block_count<KB>(b, last);
+        stream<float, HD> values;
+        stream_kv_block<KVH, HD>(v_plane, s0, count, kvh, values);
+        for (int s = 0; s < count; ++s) {
+            float value[HD];
+            for (int d = 0; d < HD; ++d) value[d] = values.read();
+            for (int t = 0; t < n_tok; ++t) {
+                if (s0 + s > p0 + t) continue;
+                const float e = exp_approx(scores[t][s0 + s] - maxs[t]);
+                sums[t] += e;
+                for (int d = 0; d < HD; ++d) {
+#pragma HLS UNROLL factor = EK_ATTN_MACS
+                    acc[t][d] += e * value[d];
+                }
+            }
+        }
+    }
+    for (int t = 0; t < n_tok; ++t)
+        for (int d = 0; d < HD; ++d) out[t][h * HD + d] = acc[t][d] / sums[t];
+}
+
 // out[t][h*HD..] for a tile of n_tok queries q[TT][H*HD] at positions p0 + t.
 template <int H, int KVH, int HD, int TT, int MAXS, int KB>
 void attend_tile(const float q[TT][H * HD], int n_tok, int p0, const float* k_plane, const float* v_plane,
                  float inv_sqrt_hd, float out[TT][H * HD]) {
     static float scores[TT][MAXS];
-    const int last = p0 + n_tok - 1;                 // keys past `last` are masked for the whole tile
-    const int n_blocks = ceil_div(last + 1, KB);
+    float maxs[TT];
     for (int h = 0; h < H; ++h) {
-        const int kvh = h / (H / KVH);
-        float maxs[TT];
-        for (int t = 0; t < n_tok; ++t) maxs[t] = -INFINITY;
-        for (int b = 0; b < n_blocks; ++b) {         // pass 1: scores, key block reused by the tile
-            const int s0 = b * KB, count = (s0 + KB <= last + 1) ? KB : last + 1 - s0;
-            stream<float, HD> keys;
-            stream_kv_block<KVH, HD>(k_plane, s0, count, kvh, keys);
-            for (int s = 0; s < count; ++s) {
-                float key[HD];
-                for (int d = 0; d < HD; ++d) key[d] = keys.read();
-                for (int t = 0; t < n_tok; ++t) {
-                    if (s0 + s > p0 + t) continue;   // causal mask inside the diagonal block
-                    EK_COUNT(EK_COUNTER_ATTN_MACS, 2 * HD);   // QK here, PV in pass 2
-                    float dot = 0.0f;
-                    for (int d = 0; d < HD; ++d) {
-#pragma HLS UNROLL factor = EK_ATTN_MACS
-                        dot += q[t][h * HD + d] * key[d];   // in order: the numpy twin sums the same way
-                    }
-                    scores[t][s0 + s] = dot * inv_sqrt_hd;
-                    maxs[t] = scores[t][s0 + s] > maxs[t] ? scores[t][s0 + s] : maxs[t];
-                }
-            }
-        }
-        float sums[TT], acc[TT][HD];
-        for (int t = 0; t < n_tok; ++t) {
-            sums[t] = 0.0f;
-            for (int d = 0; d < HD; ++d) acc[t][d] = 0.0f;
-        }
-        for (int b = 0; b < n_blocks; ++b) {         // pass 2: weights and values in ascending s
-            const int s0 = b * KB, count = (s0 + KB <= last + 1) ? KB : last + 1 - s0;
-            stream<float, HD> values;
-            stream_kv_block<KVH, HD>(v_plane, s0, count, kvh, values);
-            for (int s = 0; s < count; ++s) {
-                float value[HD];
-                for (int d = 0; d < HD; ++d) value[d] = values.read();
-                for (int t = 0; t < n_tok; ++t) {
-                    if (s0 + s > p0 + t) continue;
-                    const float e = exp_approx(scores[t][s0 + s] - maxs[t]);
-                    sums[t] += e;
-                    for (int d = 0; d < HD; ++d) {
-#pragma HLS UNROLL factor = EK_ATTN_MACS
-                        acc[t][d] += e * value[d];
-                    }
-                }
-            }
-        }
-        for (int t = 0; t < n_tok; ++t)
-            for (int d = 0; d < HD; ++d) out[t][h * HD + d] = acc[t][d] / sums[t];
+        score_head<H, KVH, HD, TT, MAXS, KB>(q, n_tok, p0, h, k_plane, inv_sqrt_hd, scores, maxs);
+        weigh_values<H, KVH, HD, TT, MAXS, KB>(scores, maxs, n_tok, p0, h, v_plane, out);
     }
 }
 
