@@ -61,11 +61,17 @@ class CloudContext:
         self.rows[start:start + len(rows)] = rows
         self.received += len(rows)
 
-    def extend(self) -> np.ndarray:
-        """Run the not yet processed rows through the cloud blocks; returns their outputs [n, dim]."""
-        positions = np.arange(self.processed, self.received)
-        out = self.stack.run_layers(self.rows[positions], self.split, self.stack.n_layers, positions, self.cache)
-        self.processed = self.received
+    def pending_segment(self, end: int) -> tuple[np.ndarray, np.ndarray, object]:
+        """(rows [n, dim], positions, cache) for positions [processed, end): received, not yet run."""
+        positions = np.arange(self.processed, end)
+        return self.rows[positions], positions, self.cache
+
+    def extend(self, end: int) -> np.ndarray:
+        """Run positions [processed, end) through the cloud blocks; returns their outputs [n, dim]. Uploads
+        may keep arriving meanwhile (they only write rows >= received >= end)."""
+        rows, positions, cache = self.pending_segment(end)
+        out = self.stack.run_layers(rows, self.split, self.stack.n_layers, positions, cache)
+        self.processed = end
         return out
 
 
@@ -81,22 +87,30 @@ def answer_from_logits(position: int, logits: np.ndarray, top_k: int) -> Answer:
 
 
 def batch_answers(stack: LayerStack, requests: list[tuple[CloudContext, int, int]]) -> list[Answer | EdgekitError]:
-    """Answer hard requests (context, position, top_k) from several sessions; the final head runs once for
-    all of them ([B, dim] -> [B, vocab]). A failure answers only its own request."""
-    finals: list[np.ndarray] = []
+    """Answer hard requests (context, position, top_k) from several sessions together: contexts with the
+    same split run their pending rows through the cloud blocks in one batched pass (linears on all rows
+    stacked, attention per session), and the final head runs once for all ([B, dim] -> [B, vocab]).
+    A refused request (context mismatch) answers only itself."""
     results: list[Answer | EdgekitError | None] = []
-    for context, position, _ in requests:
-        try:
-            if context.received != position + 1:
-                raise ContextMismatch(context.received - 1, position)
-            finals.append(context.extend()[-1])
-            results.append(None)
-        except EdgekitError as exc:
-            results.append(exc)
+    groups: dict[int, list[int]] = {}
+    for i, (context, position, _) in enumerate(requests):
+        if context.received < position + 1 or context.processed > position:
+            results.append(ContextMismatch(context.received, position))
+            continue
+        results.append(None)
+        groups.setdefault(context.split, []).append(i)
+    finals: dict[int, np.ndarray] = {}
+    for split, members in groups.items():
+        contexts = [requests[i][0] for i in members]
+        ends = [requests[i][1] + 1 for i in members]
+        outs = stack.run_layers_batched([c.pending_segment(end) for c, end in zip(contexts, ends)], split,
+                                        stack.n_layers)
+        for i, context, end, out in zip(members, contexts, ends, outs):
+            context.processed = end
+            finals[i] = out[-1]
     if finals:
-        logits = stack.final_logits(np.stack(finals))
-        rows = iter(logits)
-        for i, (context, position, top_k) in enumerate(requests):
-            if results[i] is None:
-                results[i] = answer_from_logits(position, next(rows), top_k)
+        order = sorted(finals)
+        logits = stack.final_logits(np.stack([finals[i] for i in order]))
+        for row, i in zip(logits, order):
+            results[i] = answer_from_logits(requests[i][1], row, requests[i][2])
     return results

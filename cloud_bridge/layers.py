@@ -89,6 +89,32 @@ class LayerStack(ReferenceForward):
             h = h + self.feed_forward(f_in, layer)
         return h.astype(np.float32, copy=False)
 
+    def run_layers_batched(self, segments: list[tuple[np.ndarray, np.ndarray, KVCache]], start: int,
+                           stop: int) -> list[np.ndarray]:
+        """Blocks [start, stop) for several sequences at once: segments of (h [T_i, dim], positions, cache).
+
+        The linears (q/k/v, o, FFN) run once on all rows stacked [sum T_i, dim]; attention runs per
+        segment on its own cache. Every step is row-wise except attention, so each segment gets what
+        `run_layers` alone gives (bit for bit on the integer kernels, whose activations are quantized
+        per token)."""
+        for h, positions, cache in segments:
+            self._check_range(start, stop, positions, cache)
+        c = self.config
+        sizes = np.cumsum([0] + [len(h) for h, _, _ in segments])
+        h = np.vstack([seg[0] for seg in segments])                              # [sum T_i, dim]
+        all_positions = np.concatenate([seg[1] for seg in segments])
+        for layer in range(start, stop):
+            p = f"layers.{layer}."
+            a_in = h if c.linear_input_norm else self.norm(h, p + "attn_norm")
+            q, k, v = self.project_qkv(a_in, layer, all_positions)                # RoPE is per row
+            out = np.vstack([self.attend(q[a:b], k[a:b], v[a:b], layer, positions, cache)
+                             for (a, b), (_, positions, cache) in zip(zip(sizes[:-1], sizes[1:]), segments)])
+            h = h + self.project_output(out, layer)
+            f_in = h if c.linear_input_norm else self.norm(h, p + "ffn_norm")
+            h = h + self.feed_forward(f_in, layer)
+        h = h.astype(np.float32, copy=False)
+        return [h[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
+
     def fill_kv_copy(self, h: np.ndarray, start: int, stop: int, positions: np.ndarray, cache: KVCache) -> None:
         """State copy (CALM's propagation): K/V of layers [start, stop) from the exited state h [T, dim]
         instead of the layers' true inputs; costs two projections per layer instead of a whole block."""

@@ -163,6 +163,11 @@ class ReferenceForward:
         return rms_norm(x, self.w[name], self.config.norm_eps)
 
     def attention(self, x: np.ndarray, layer: int, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+        q, k, v = self.project_qkv(x, layer, positions)
+        return self.project_output(self.attend(q, k, v, layer, positions, cache), layer)
+
+    def project_qkv(self, x: np.ndarray, layer: int, positions: np.ndarray):
+        """x [T, dim] -> q [T, heads, hd], k and v [T, kv_heads, hd], RoPE applied to q and k."""
         c, p = self.config, f"layers.{layer}."
         T = x.shape[0]
         bias = c.qkv_bias
@@ -171,7 +176,13 @@ class ReferenceForward:
         v = self.linear(x, p + "wv", p + "bv" if bias else None).reshape(T, c.n_kv_heads, c.head_dim)
         if c.qk_norm:
             q, k = self.norm(q, p + "q_norm"), self.norm(k, p + "k_norm")
-        q, k = apply_rope(q, positions, self.inv_freq), apply_rope(k, positions, self.inv_freq)
+        return apply_rope(q, positions, self.inv_freq), apply_rope(k, positions, self.inv_freq), v
+
+    def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, layer: int, positions: np.ndarray,
+               cache: KVCache) -> np.ndarray:
+        """Store k, v at `positions` in the cache and attend causally: -> [T, heads*hd]."""
+        c = self.config
+        T = q.shape[0]
         start = int(positions[0])
         cache.k[layer, start:start + T] = k
         cache.v[layer, start:start + T] = v
@@ -185,7 +196,10 @@ class ReferenceForward:
         scores = np.where(causal[None], -np.inf, scores)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         probs = scores / scores.sum(axis=-1, keepdims=True)
-        out = (probs @ values).transpose(1, 0, 2).reshape(T, c.q_dim)       # [T, heads*hd]
+        return (probs @ values).transpose(1, 0, 2).reshape(T, c.q_dim)     # [T, heads*hd]
+
+    def project_output(self, out: np.ndarray, layer: int) -> np.ndarray:
+        c, p = self.config, f"layers.{layer}."
         if c.sub_norms:
             out = self.norm(out, p + "attn_sub_norm")
         return self.linear(out, p + "wo", p + "bo" if c.o_bias else None)
