@@ -170,7 +170,7 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
     return rows
 
 
-SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128), "tile_tokens": (4, 8), "attn_macs": (16, 64)}
+SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8), "attn_macs": (16, 64)}
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0) -> HlsConfig:
