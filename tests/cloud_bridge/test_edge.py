@@ -77,3 +77,14 @@ def test_runner_rejects_missing_heads_and_bad_kv_fill(bridge_model, bridge_heads
         EdgeRunner(bridge_model, bridge_heads, plan)
     with pytest.raises(ConfigError, match="kv_fill"):
         EdgeRunner(bridge_model, bridge_heads, SplitPlan((1, 2), 4), kv_fill="guess")
+
+
+def test_the_edge_path_imports_no_torch_and_no_server():
+    import subprocess
+    import sys
+
+    code = ("import sys; import edgekit.cloud_bridge.session, edgekit.cloud_bridge.backend; "
+            "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
