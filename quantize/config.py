@@ -11,6 +11,7 @@ from typing import Any
 from edgekit.errors import ConfigError
 from edgekit.formats import FORMATS, PER_CHANNEL, PER_TENSOR, get_format
 from edgekit.model.config import ACT_QUANTS
+from edgekit.quantize.scale_search import SCALE_SEARCHES
 
 CONFIG_VERSION = 1
 TERNARY_METHODS = ("absmean", "gptq")
@@ -71,6 +72,10 @@ class QuantizeConfig(JsonConfig):
       `calib_seq_len` tokens (None: the model's context), at most `calib_tokens` tokens in all;
       `gptq_block_size` columns per lazy batch update, `gptq_damp` the fraction of the mean Hessian
       diagonal added to it, `act_order` quantizes columns by decreasing Hessian diagonal (static groups).
+    - `scale_search`: "none" fits each group's grid from its extremes (ggml's Q4_0 rule); "mse" searches
+      the float16 scale (and zero point) of each group that minimises the squared rounding error
+      (`scale_search.py`), weighted by diag(X^T X) under GPTQ. Codes and layout stay the same. It applies
+      to the integer tensors in `format` (not to embeddings, the output or overrides).
     """
 
     config_name = "quantize config"
@@ -91,6 +96,7 @@ class QuantizeConfig(JsonConfig):
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
     act_order: bool = False
+    scale_search: str = "none"
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -114,6 +120,15 @@ class QuantizeConfig(JsonConfig):
             raise ConfigError(f"act_quant {self.act_quant!r} is not one of {ACT_QUANTS}")
         self.validate_rotation()
         self.validate_gptq()
+        self.validate_scale_search(weight_fmt.kind)
+
+    def validate_scale_search(self, kind: str) -> None:
+        if self.scale_search not in SCALE_SEARCHES:
+            raise ConfigError(f"scale_search {self.scale_search!r} is not one of {SCALE_SEARCHES}")
+        if self.scale_search != "none" and (kind != "int" or self.default_group_size(self.format) == PER_TENSOR):
+            raise ConfigError(f"scale_search {self.scale_search!r} applies to integer formats with groups or "
+                              f"channels, not {self.format} with group size {self.default_group_size(self.format)}",
+                              fix="use scale_search='none'")
 
     def validate_rotation(self) -> None:
         if self.rotate is not None and self.rotate not in ROTATIONS:

@@ -35,6 +35,7 @@ from edgekit.errors import ConfigError, QuantizationError
 from edgekit.formats import PER_TENSOR, QuantizedTensor, get_format, pack_values, padded_cols
 from edgekit.formats.base import PackedFormat, check_group_size
 from edgekit.quantize.methods import register_quantizer, round_half_away
+from edgekit.quantize.scale_search import search_grid
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,14 @@ class Grid:
         return values.astype(np.int16), values * self.scale.astype(np.float64)
 
 
-def fit_grid(fmt: type[PackedFormat], block: np.ndarray, count: np.ndarray) -> Grid:
+def fit_grid(fmt: type[PackedFormat], block: np.ndarray, count: np.ndarray, importance: np.ndarray | None = None,
+             search: str = "none") -> Grid:
     """Fit one group's grid per row from float32 weights `block` [rows, G] (zero-padded past the matrix;
     `count` [rows] int64 real weights per row), with exactly the arithmetic of `quantize_rtn` /
-    `quantize_absmean`."""
+    `quantize_absmean`; with `search` "mse", the grid `scale_search.search_grid` picks for the column
+    weights `importance` [G]."""
+    if search != "none":
+        return searched_grid(fmt, block, importance, search)
     if fmt.kind == "ternary":  # BitNet absmean, per group: s = mean|W| stored in float16
         s = np.maximum(np.abs(block).sum(axis=1) / np.maximum(count, 1), 1e-5).astype(np.float16)
         return Grid(fmt, s, s.astype(np.float32), divide=True)
@@ -108,6 +113,13 @@ def fit_grid(fmt: type[PackedFormat], block: np.ndarray, count: np.ndarray) -> G
     return Grid(fmt, d.astype(np.float16), safe_reciprocal(d))
 
 
+def searched_grid(fmt: type[PackedFormat], block: np.ndarray, importance: np.ndarray, search: str) -> Grid:
+    """The searched grid of block [rows, G]: the float16 d (and zero point) `quantize_rtn(scale_search=...)`
+    would store, and the float32 reciprocal of the stored d that `Grid.snap` rounds against."""
+    _, d, zero = search_grid(block, importance[None, :].astype(np.float32), fmt, search)
+    return Grid(fmt, d, safe_reciprocal(d.astype(np.float32)), zero)
+
+
 def fit_tensor_grid(fmt: type[PackedFormat], weight: np.ndarray) -> Grid:
     """BitNet's per-tensor absmean grid from the whole float32 matrix (as `absmean_ternarize`)."""
     inv = np.float32(1.0) / np.maximum(np.abs(weight).mean(dtype=np.float32), np.float32(1e-5))
@@ -122,6 +134,8 @@ class GroupLayout:
     cols: int
     group_size: int
     static_groups: bool = False
+    search: str = "none"
+    importance: np.ndarray | None = None  # [padded] float32 column weights of the scale search, natural order
 
     @property
     def padded(self) -> int:
@@ -143,6 +157,10 @@ class GroupLayout:
     def group_of(self, col: int) -> int:
         return 0 if self.group_size == PER_TENSOR else col // self.width
 
+    def group_importance(self, start: int) -> np.ndarray | None:
+        """The scale search's column weights [G] of the group starting at natural column `start`."""
+        return None if self.importance is None else self.importance[start:start + self.width]
+
 
 def fit_static_grids(layout: GroupLayout, weight: np.ndarray) -> list[Grid]:
     """Every group's grid from float32 weights [rows, cols] zero-padded as `methods.grouped` pads them."""
@@ -156,7 +174,7 @@ def fit_static_grids(layout: GroupLayout, weight: np.ndarray) -> list[Grid]:
         start = g * layout.width
         block = np.ascontiguousarray(padded[:, start:start + layout.width])
         count = np.full(rows, max(0, min(layout.cols - start, layout.width)), np.int64)
-        grids.append(fit_grid(layout.fmt, block, count))
+        grids.append(fit_grid(layout.fmt, block, count, layout.group_importance(start), layout.search))
     return grids
 
 
@@ -235,12 +253,13 @@ def current_group_columns(W: np.ndarray, block: np.ndarray, errors: np.ndarray, 
     return np.concatenate([inside, outside], axis=1)
 
 
-def refit_group(layout: GroupLayout, columns: np.ndarray) -> Grid:
-    """A group's grid fitted from its current weights [rows, n] (n <= G; zero-padded to G)."""
+def refit_group(layout: GroupLayout, columns: np.ndarray, start: int) -> Grid:
+    """A group's grid fitted from its current weights [rows, n] (n <= G; zero-padded to G), starting at
+    natural column `start`."""
     rows, n = columns.shape
     block = np.zeros((rows, layout.width), np.float32)
     block[:, :n] = columns
-    return fit_grid(layout.fmt, block, np.full(rows, n, np.int64))
+    return fit_grid(layout.fmt, block, np.full(rows, n, np.int64), layout.group_importance(start), layout.search)
 
 
 @dataclass
@@ -263,7 +282,7 @@ def quantize_block(W: np.ndarray, U: np.ndarray, i1: int, i2: int, perm: np.ndar
         group = layout.group_of(int(perm[j]))
         if layout.dynamic and perm[j] % layout.width == 0:  # entering a group (natural order): fit its grid
             stop = min(j + layout.width, W.shape[1])
-            grids[group] = refit_group(layout, current_group_columns(W, block, errors, U, i1, i2, j, stop))
+            grids[group] = refit_group(layout, current_group_columns(W, block, errors, U, i1, i2, j, stop), j)
         values, q = grids[group].snap(block[:, k])
         state.values[:, j], state.dequantized[:, j] = values, q
         err = (block[:, k] - q) / U[j, j]
@@ -275,17 +294,22 @@ def quantize_block(W: np.ndarray, U: np.ndarray, i1: int, i2: int, perm: np.ndar
 
 def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, fmt_name: str, group_size: int, *,
                   block_size: int = DEFAULT_BLOCK_SIZE, damp: float = DEFAULT_DAMP, act_order: bool = False,
-                  name: str = "weight") -> GPTQResult:
+                  name: str = "weight", scale_search: str = "none") -> GPTQResult:
     """GPTQ (Algorithm 1) of `weight` float32 [rows, cols] against `hessian` = X^T X [cols, cols] into
-    `fmt_name` with `group_size`; see the module docstring for the steps and the grid."""
+    `fmt_name` with `group_size`; see the module docstring for the steps and the grid. `scale_search` "mse"
+    picks each group's grid by the error weighted with diag(H) (`scale_search.py`) when the group is fitted."""
     fmt = check_gptq_format(fmt_name, group_size)
+    if scale_search != "none" and (fmt.kind != "int" or group_size == PER_TENSOR):
+        raise ConfigError(f"{name}: scale search applies to integer formats with groups or channels, not "
+                          f"{fmt_name} with group size {group_size}", fix="use scale_search='none'")
     w32 = np.ascontiguousarray(weight, dtype=np.float32)
     rows, cols = w32.shape
     if np.shape(hessian) != (cols, cols):
         raise QuantizationError(f"{name}: Hessian shape {np.shape(hessian)} does not match {cols} input columns")
-    layout = GroupLayout(fmt, cols, group_size, static_groups=act_order)
-    grids = fit_static_grids(layout, w32)  # per tensor/channel, act-order groups, padding-only groups
     H, W = drop_dead_inputs(hessian, w32)
+    layout = GroupLayout(fmt, cols, group_size, static_groups=act_order, search=scale_search,
+                         importance=search_importance(H, layout_width(fmt, cols, group_size), scale_search))
+    grids = fit_static_grids(layout, w32)  # per tensor/channel, act-order groups, padding-only groups
     perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(cols)
     W, H = W[:, perm], H[np.ix_(perm, perm)]
     U = inverse_hessian_cholesky(H, damp, name)
@@ -300,16 +324,29 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, fmt_name: str, group_
     return GPTQResult(values, grids, dequantized, state.loss)
 
 
+def layout_width(fmt: type[PackedFormat], cols: int, group_size: int) -> int:
+    return padded_cols(fmt, cols, group_size)
+
+
+def search_importance(H: np.ndarray, padded: int, search: str) -> np.ndarray | None:
+    """diag(H) [padded] float32 (padding columns 0): the scale search's weight of each input column."""
+    if search == "none":
+        return None
+    weights = np.zeros(padded, np.float32)
+    weights[:len(H)] = np.diag(H)
+    return weights
+
+
 @register_quantizer("gptq")
 def quantize_gptq(weight: np.ndarray, fmt_name: str, group_size: int, *, hessian: np.ndarray | None = None,
                   block_size: int = DEFAULT_BLOCK_SIZE, damp: float = DEFAULT_DAMP, act_order: bool = False,
-                  name: str = "weight") -> QuantizedTensor:
+                  name: str = "weight", scale_search: str = "none") -> QuantizedTensor:
     """The registered quantizer: GPTQ of one matrix with the Hessian of its calibration inputs, packed."""
     if hessian is None:
         raise QuantizationError(f"{name}: GPTQ needs the Hessian X^T X of the layer's calibration inputs",
                                 fix="quantize with quantize_model(..., calib_text=...) or set calib_path")
     result = gptq_quantize(weight, hessian, fmt_name, group_size, block_size=block_size, damp=damp,
-                           act_order=act_order, name=name)
+                           act_order=act_order, name=name, scale_search=scale_search)
     return result.pack(fmt_name, group_size)
 
 

@@ -52,17 +52,24 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
 
 
 @register_quantizer("rtn")
-def quantize_rtn(weight: np.ndarray, fmt_name: str, group_size: int) -> QuantizedTensor:
+def quantize_rtn(weight: np.ndarray, fmt_name: str, group_size: int, *, scale_search: str = "none",
+                 importance: np.ndarray | None = None) -> QuantizedTensor:
     """Round to nearest per group.
 
     Symmetric intN follows ggml's Q4_0/Q8_0 reference: for 2-7 bits the value of largest magnitude m
     maps to the most negative code (d = m / -2^(b-1), q = floor(x/d + 2^(b-1) + 0.5)), for 8 bits
     d = max|x| / 127 and q = roundf(x/d); d is computed in float32 and stored as float16. Zero-point
     formats use d = (max - min) / (2^b - 1) and zero = round(-min / d).
+
+    `scale_search="mse"` instead picks each group's grid by `scale_search.search_grid` (the same codes
+    and layout, only d and the zero point change), weighting the error per input column by `importance`
+    [cols] (None: all ones).
     """
     fmt = get_format(fmt_name)
     rows, cols = weight.shape
     groups, _ = grouped(weight, fmt_name, group_size)
+    if scale_search != "none":
+        return pack_searched(weight, groups, fmt_name, group_size, scale_search, importance)
     if fmt.symmetric:
         half = 1 << (fmt.bits - 1)
         if fmt.bits == 8:
@@ -85,6 +92,50 @@ def quantize_rtn(weight: np.ndarray, fmt_name: str, group_size: int) -> Quantize
     codes = np.clip(round_half_away(groups * inv[..., None]) + zero[..., None], 0, levels)
     values = codes.reshape(rows, -1)[:, :cols].astype(np.int16)
     return pack_values(fmt_name, values, d.astype(np.float16), group_size, zero.astype(np.uint8))
+
+
+def group_importance(importance: np.ndarray | None, weight: np.ndarray, fmt_name: str, group_size: int) -> np.ndarray:
+    """Per-column importance [cols] (None: ones) laid out like `grouped`'s groups: [1, n_groups, G] (padding 0)."""
+    cols = weight.shape[1]
+    column = np.ones(cols, np.float32) if importance is None else np.asarray(importance, np.float32)
+    if column.shape != (cols,) or not np.isfinite(column).all() or (column < 0).any():
+        raise ConfigError(f"scale search importance must be {cols} finite non-negative numbers, got shape "
+                          f"{column.shape}")
+    return grouped(column[None, :], fmt_name, group_size)[0]
+
+
+def pack_searched(weight: np.ndarray, groups: np.ndarray, fmt_name: str, group_size: int, scale_search: str,
+                  importance: np.ndarray | None) -> QuantizedTensor:
+    """RTN on the searched grid of every group (see `scale_search.py`), packed like `quantize_rtn`."""
+    from edgekit.quantize.scale_search import search_grid
+
+    fmt = get_format(fmt_name)
+    rows, cols = weight.shape
+    if group_size == PER_TENSOR or fmt.kind != "int":
+        raise ConfigError(f"scale search applies to integer formats with groups or channels, not {fmt_name} "
+                          f"with group size {group_size}", fix="use scale_search='none'")
+    weights = group_importance(importance, weight, fmt_name, group_size)
+    values, d, zero = search_grid(groups, weights, fmt, scale_search)
+    values = values.reshape(rows, -1)[:, :cols].astype(np.int16)
+    return pack_values(fmt_name, values, d, group_size, None if zero is None else zero.astype(np.uint8))
+
+
+def pack_on_grid(weight: np.ndarray, fmt_name: str, group_size: int, scales: np.ndarray,
+                 zeros: np.ndarray | None = None) -> QuantizedTensor:
+    """Round float32 weight [rows, cols] onto a given grid (float16 `scales` [rows, n_groups], uint8 `zeros`
+    for zero-point formats) and pack it: the export of a QAT student whose grids were frozen or learned."""
+    from edgekit.quantize.scale_search import grid_codes
+
+    fmt = get_format(fmt_name)
+    rows, cols = weight.shape
+    groups, _ = grouped(weight, fmt_name, group_size)
+    d16 = np.asarray(scales).astype(np.float16)
+    if d16.shape != groups.shape[:2] or fmt.kind != "int" or fmt.symmetric != (zeros is None):
+        raise ConfigError(f"a {fmt_name} grid for {rows}x{cols} weights in groups of {group_size} needs scales "
+                          f"{groups.shape[:2]}{'' if fmt.symmetric else ' and zero points'}, got {d16.shape}")
+    zero = None if zeros is None else np.asarray(zeros).astype(np.float32)
+    values = grid_codes(groups, d16, zero, fmt).reshape(rows, -1)[:, :cols].astype(np.int16)
+    return pack_values(fmt_name, values, d16, group_size, None if zeros is None else zero.astype(np.uint8))
 
 
 @register_quantizer("absmean")

@@ -99,9 +99,13 @@ def quantize_tensor(model: Model, name: str, config: QuantizeConfig,
     if fmt.kind == "float":
         return pack_float(weight_f, fmt_name)
     method = method_for(name, config)
+    search = config.scale_search if fmt_name == config.format and is_block_linear(name) else "none"
     if method == "gptq":
         return get_quantizer(method)(weight_f, fmt_name, group, hessian=hessian, block_size=config.gptq_block_size,
-                                     damp=config.gptq_damp, act_order=config.act_order, name=name)
+                                     damp=config.gptq_damp, act_order=config.act_order, name=name,
+                                     scale_search=search)
+    if search != "none":
+        return get_quantizer(method)(weight_f, fmt_name, group, scale_search=search)
     return get_quantizer(method)(weight_f, fmt_name, group)
 
 
