@@ -229,3 +229,25 @@ def test_cloud_that_lost_its_context_is_resynced_by_re_upload(server, bridge_mod
     edge.close()
     assert edge.stats.resyncs >= 1 and edge.stats.reconnects == 1
     _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
+
+
+def test_control_plane_fuzz_finds_no_server_errors(server):
+    """Random methods, paths, session ids and auth headers (schemathesis-style): never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    paths = st.sampled_from(["/v1/health", "/v1/sessions", "/v1/sessions/", "/metrics", "/openapi.json",
+                             "/v1/session"])
+    ids = st.text(alphabet="abcdef0123456789-%._~", max_size=40)
+    headers = st.one_of(st.just({}), st.just(AUTH),
+                        st.text(alphabet="abcXYZ 012=+/", max_size=30).map(lambda t: {"Authorization": t}))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]), path=paths, suffix=ids, header=headers)
+    def probe(method, path, suffix, header):
+        url = path + (suffix if path.endswith("/") else "")
+        response = http.request(method, url, headers=header)
+        assert response.status_code < 500, (method, url, response.status_code, response.text[:200])
+
+    with httpx.Client(base_url=server.http_url, timeout=10) as http:
+        probe()
