@@ -17,6 +17,20 @@
  * One scale per row or tensor: integer accumulation over the whole row, finished exactly as scalar.c
  * (bit-exact). Per-group scales: int32 lane j of a chunk covers cw / 16 consecutive columns of one group,
  * so lanes are scaled in float and summed (FMA, lane order): equal to the reference up to float32 rounding.
+ *
+ * Why these kernels are the AVX-512 choice (dispatch.c prefers AVX-512 over AVX2 wherever both run): compute
+ * ceilings on this Sapphire Rapids, `python scripts/kernel_bench.py --ceiling --tokens 1 64 --isas avx2 avx512`
+ * (640 x 2560, L2-resident, 1 thread, CPU time, best of 15 interleaved rounds; shared cores, so +-15%), Gw/s:
+ *                     decode T=1           prefill T=64
+ *                     avx2   avx512        avx2   avx512
+ *     ek_t2           35.7   50.9          44.2   110.4
+ *     ek_t1           17.2   32.3          32.7    96.3   (the auto layout for ek_t1 is LUT3: 38-41 / 63-69)
+ *     ek_i4 g32       12.7   21.2          20.2    54.4
+ *     ek_i4 per row   33.4   53.5          34.1    91.5
+ *     ek_i8 per row   17.8   25.5          25.3    86.9
+ * A direct kernel (not a bit-serial LUT) for intN: vpdpbusd consumes 64 int8 products per instruction from the
+ * native codes after at most 2 ops of unpacking, while a bit-serial LUT needs one table lookup per bit plane
+ * per 4-column group (T-MAC's scheme) plus the int16 table split: more work per weight than these rates.
  */
 #include "ek_kernels.h"
 
