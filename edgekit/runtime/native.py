@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekit.errors import GenerationError
+from edgekit.errors import ConfigError, GenerationError
 from edgekit.kernels import get_num_threads, set_num_threads
 from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
@@ -61,18 +61,35 @@ def choose_threads(model: Model, threads: int | None) -> int:
     return os.cpu_count() or 1
 
 
+ACT_PASSES_ENV = "EDGEKIT_ACT_PASSES"
+
+
+def resolve_act_passes(passes: int | None) -> int:
+    """1 or 2 int8 passes for float activations on integer weights: the argument, $EDGEKIT_ACT_PASSES, else 2."""
+    source = "act_passes"
+    if passes is None:
+        source, passes = ACT_PASSES_ENV, os.environ.get(ACT_PASSES_ENV, "").strip() or "2"
+    if str(passes) not in ("1", "2"):
+        raise ConfigError(f"{source}={passes!r} must be 1 or 2", fix="use 2 (int8 + residual) or 1 (one int8 pass)")
+    return int(passes)
+
+
 class NativeBackend:
     """The native engine behind the `Backend` interface (see edgekit.runtime.backend).
 
     kv_cache: "f32" (default), "f16" or "int8" (or $EDGEKIT_KV_CACHE); threads: kernel threads for the whole
     process (edgekit.kernels.set_num_threads; None: see choose_threads); fuse: one kernel call for q/k/v and
     for gate/up where that is exact (native_weights.py); blas_threads: OpenBLAS threads for the attention
-    matmuls, process-wide (blas_threads.py says why 1; None leaves them)."""
+    matmuls, process-wide (blas_threads.py says why 1; None leaves them); act_passes: for integer weights in
+    a model with float activations (act_quant "none"), 2 (default, or $EDGEKIT_ACT_PASSES) runs the kernels
+    on x and its int8 residual, ~15-bit activations that track the reference, 1 is a single int8 pass
+    (native_weights.split_rows). int8-activation models (BitNet A8) always take one pass, exactly."""
 
     name = "native"
 
     def __init__(self, model: Model, context_length: int | None = None, *, kv_cache: str | None = None,
-                 threads: int | None = None, fuse: bool = True, blas_threads: int | None = 1):
+                 threads: int | None = None, fuse: bool = True, blas_threads: int | None = 1,
+                 act_passes: int | None = None):
         c = model.config
         self.model, self.config = model, c
         set_num_threads(choose_threads(model, threads))
@@ -83,8 +100,9 @@ class NativeBackend:
             raise GenerationError(f"context_length must be a positive integer, got {context_length!r}",
                                   fix="pass e.g. --context 512")
         self.cache = make_kv_cache(c, max_len, kv_cache)
-        self.layers: list[LayerWeights] = [prepare_layer(model, i, fuse) for i in range(c.n_layers)]
-        self.output = prepare_output(model)
+        self.act_passes = resolve_act_passes(act_passes)
+        self.layers: list[LayerWeights] = [prepare_layer(model, i, fuse, self.act_passes) for i in range(c.n_layers)]
+        self.output = prepare_output(model, self.act_passes)
         self.final_norm = np.asarray(materialize(model.tensors["norm"]), np.float32)
         self.embeddings = self._embedding_table()
         self._rope_tables(rope_inv_freq(c, model.tensors.get("rope_freqs")), max_len)
