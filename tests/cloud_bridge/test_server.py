@@ -240,7 +240,8 @@ def test_control_plane_fuzz_finds_no_server_errors(server):
                              "/v1/session"])
     ids = st.text(alphabet="abcdef0123456789-%._~", max_size=40)
     headers = st.one_of(st.just({}), st.just(AUTH),
-                        st.text(alphabet="abcXYZ 012=+/", max_size=30).map(lambda t: {"Authorization": t}))
+                        st.text(alphabet="abcXYZ 012=+/", max_size=30)
+                        .map(lambda t: {"Authorization": t.strip() or "x"}))   # h11 refuses padded values
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]), path=paths, suffix=ids, header=headers)
