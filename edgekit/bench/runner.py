@@ -23,7 +23,7 @@ from edgekit.bench import roofline
 from edgekit.bench.config import SHAPES, WEIGHT_FORMATS, BenchConfig
 from edgekit.bench.machine import machine_info, rapl_domains, versions
 from edgekit.bench.results import BenchReport, CellResult
-from edgekit.bench.synthetic import GGUF_TYPES, ensure_synthetic
+from edgekit.bench.synthetic import GGUF_TYPES, ensure_onnx, ensure_synthetic
 from edgekit.errors import EdgekitError
 from edgekit.model.config import ModelConfig
 
@@ -117,6 +117,8 @@ def estimate_memory(cell: Cell, files: dict, config: BenchConfig) -> int:
     edgekit_size = files["edgekit"].stat().st_size
     if cell.backend == "llama.cpp":
         return files["gguf"].stat().st_size + OVERHEAD_BYTES
+    if cell.backend == "onnxruntime" and files.get("onnx"):   # the initializers plus MLAS' prepacked copy
+        return 2 * sum(p.stat().st_size for p in files["onnx"].iterdir()) + OVERHEAD_BYTES
     counts = sum(roofline.edgekit_element_counts(files["edgekit"]).values())
     if cell.backend == "torch":
         return edgekit_size + counts * TORCH_BYTES[cell.weights] + OVERHEAD_BYTES
@@ -141,6 +143,7 @@ def cell_token_bytes(cell: Cell, files: dict, model_config: ModelConfig, config:
 def worker_spec(cell: Cell, files: dict, config: BenchConfig) -> dict:
     return {"kind": "cell", "backend": cell.backend, "weights": cell.weights, "threads": cell.threads,
             "model_path": str(files["edgekit"]), "gguf_path": str(files["gguf"]) if files.get("gguf") else None,
+            "onnx_path": str(files["onnx"]) if files.get("onnx") else None,
             "vocab_size": SHAPES[cell.shape].vocab_size, "context_length": config.context_length,
             "kv_type": config.kv_type, "prompt_lengths": list(config.prompt_lengths),
             "generate_length": config.generate_length, "repetitions": config.repetitions, "seed": config.seed}
@@ -176,8 +179,12 @@ def prepare_files(config: BenchConfig, cells: list[Cell]) -> dict[tuple[str, str
     for cell in cells:
         key = (cell.shape, cell.source_weights)
         needed[key] = needed.get(key, False) or cell.backend == "llama.cpp"
-    return {key: ensure_synthetic(config.work_dir, SHAPES[key[0]], key[1], config.seed, gguf=gguf)
-            for key, gguf in needed.items()}
+    files = {key: ensure_synthetic(config.work_dir, SHAPES[key[0]], key[1], config.seed, gguf=gguf)
+             for key, gguf in needed.items()}
+    for key in {(c.shape, c.source_weights) for c in cells if c.backend == "onnxruntime"}:
+        if missing_requirement("onnxruntime") is None:
+            files[key]["onnx"] = ensure_onnx(files[key]["edgekit"])
+    return files
 
 
 def measure_bandwidth(config: BenchConfig) -> dict[str, dict]:

@@ -104,11 +104,24 @@ class LlamaCppSession:
         self.llm.close()
 
 
+class OnnxRuntimeSession(EdgekitSession):
+    """edgekit's onnxruntime back end on the cached ONNX export of the synthetic model (MatMulNBits,
+    accuracy_level 4), intra-op threads = the thread count."""
+
+    def __init__(self, onnx_path: str, threads: int, context_length: int):
+        from edgekit.runtime.onnxrt import OnnxRuntimeBackend, load_onnx_export
+
+        self.backend = OnnxRuntimeBackend(load_onnx_export(onnx_path), context_length, threads=threads)
+        self.last_only = False
+
+
 def open_session(spec: dict) -> Session:
     """The session a worker spec asks for (see `worker.py` for the spec's fields)."""
     backend, threads, context = spec["backend"], int(spec["threads"]), int(spec["context_length"])
     if backend == "llama.cpp":
         return LlamaCppSession(spec["gguf_path"], threads, context, spec["kv_type"], max(spec["prompt_lengths"]))
+    if backend == "onnxruntime" and spec.get("onnx_path"):
+        return OnnxRuntimeSession(spec["onnx_path"], threads, context)
     if backend == "torch":
         from edgekit.bench.torch_peer import TorchSession
         from edgekit.model import load

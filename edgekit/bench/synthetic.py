@@ -119,6 +119,24 @@ def synthetic_paths(work_dir: Path, shape: ShapeSpec, weights: str, seed: int) -
     return Path(work_dir) / f"{stem}.edgekit", Path(work_dir) / f"{stem}.gguf"
 
 
+ONNX_EXPORT_VERSION = 2     # bump when the ONNX graph or its options change, so cached exports are rebuilt
+
+
+def ensure_onnx(edgekit_path: Path) -> Path:
+    """The cached ONNX export (MatMulNBits, accuracy_level 4) of a synthetic `.edgekit` file, built if missing.
+
+    The export directory is written atomically, so an interrupted build leaves nothing that looks finished."""
+    from edgekit.export.onnx_graph import OnnxGraphConfig
+    from edgekit.export.onnx_writer import export_onnx
+    from edgekit.model.loaders.edgekit_file import load_edgekit
+
+    path = edgekit_path.with_name(f"{edgekit_path.stem}-onnx{ONNX_EXPORT_VERSION}")
+    if not path.exists():
+        log.info("exporting %s to ONNX", edgekit_path.name)
+        export_onnx(load_edgekit(edgekit_path), path, OnnxGraphConfig(accuracy_level=4), name=edgekit_path.stem)
+    return path
+
+
 def ensure_synthetic(work_dir: Path, shape: ShapeSpec, weights: str, seed: int = 0, gguf: bool = False) -> dict:
     """Paths of the cached `.edgekit` (and, with `gguf`, `.gguf`) files for this recipe, built if missing."""
     from edgekit.export.gguf_writer import export_gguf

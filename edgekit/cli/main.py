@@ -56,7 +56,10 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 def _load(model: Path, tokenizer: Optional[Path], bit_order: Optional[str]):
     from edgekit.model import load
+    from edgekit.runtime.onnxrt import is_onnx_export, load_onnx_export
 
+    if is_onnx_export(model):   # an `edgekit export onnx` directory: runs on --backend onnxruntime only
+        return load_onnx_export(model)
     return load(model, tokenizer=tokenizer, bit_order=bit_order)
 
 
@@ -344,6 +347,41 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
     console.print(table)
     for t in report.fallbacks:
         console.print(f"[yellow]{t.name}[/yellow]: {t.source_format} -> {t.gguf_type} ({t.note})", highlight=False)
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(model: Path = MODEL_ARG,
+                    output: Path = typer.Option(..., "--output", "-o", help="Output directory (model.onnx, "
+                                                "genai_config.json, tokenizer)."),
+                    accuracy_level: int = typer.Option(4, "--accuracy-level", help="MatMulNBits accuracy_level: 4 "
+                                                       "= int8 activations (fast), 0 = float activations."),
+                    block_size: int = typer.Option(128, "--block-size", help="MatMulNBits block for per-channel "
+                                                   "and per-tensor scales (16-256)."),
+                    float_type: str = typer.Option("f32", "--float-type", help="Storage of float matrices: "
+                                                   "f32 or f16."),
+                    ternary_zero_point: int = typer.Option(1, "--ternary-zero-point", help="1: keep ek_t2 bytes "
+                                                           "with explicit zero points; 2: recode trits to +2."),
+                    external_data_mb: int = typer.Option(2048, "--external-data-mb", help="Write the weights to "
+                                                         "model.onnx.data above this many MiB."),
+                    ort_format: bool = typer.Option(False, "--ort-format", help="Also save model.ort "
+                                                    "(onnxruntime Mobile)."),
+                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing directory."),
+                    tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
+    """Write an onnxruntime decoder (KV cache, MatMulNBits weights without requantizing) into a directory."""
+    from edgekit.export.onnx_graph import OnnxGraphConfig
+    from edgekit.export.onnx_writer import export_onnx
+
+    config = OnnxGraphConfig(accuracy_level=accuracy_level, block_size=block_size, float_type=float_type,
+                             ternary_zero_point=ternary_zero_point)
+    report = export_onnx(_load(model, tokenizer, bit_order), output, config, overwrite=overwrite,
+                         external_data_threshold=external_data_mb << 20, ort_format=ort_format)
+    table = Table(title=f"{output}: {', '.join(report.files)}")
+    for column in ("ONNX form", "weights", "bytes kept"):
+        table.add_column(column, justify="right" if column != "ONNX form" else "left")
+    for form in sorted({w.onnx_form for w in report.weights}):
+        group = [w for w in report.weights if w.onnx_form == form]
+        table.add_row(form, str(len(group)), f"{sum(w.exact_bytes for w in group)}/{len(group)}")
+    console.print(table)
 
 
 app.command()(bench)

@@ -112,15 +112,6 @@ def to_matmul_nbits(tensor: QuantizedTensor, name: str, default_block: int = 32)
     return NBitsWeight(blob.reshape(n, n_blocks, block * bits // 8), scales, zero_points, bits, block, k, n, exact)
 
 
-def ternary_to_matmul_nbits(trits: np.ndarray, scale: float, name: str, block: int = 32) -> NBitsWeight:
-    """A float trit matrix [N, K] in {-1, 0, +1} with one scale (bitllama2.c's layout in edgekit) ->
-    2-bit MatMulNBits with codes trit + 1 and zero point 1; the scale repeats per block."""
-    from edgekit.formats import pack_values
-
-    packed = pack_values("ek_t2", trits.astype(np.int8), np.full((1, 1), scale, np.float32), PER_TENSOR)
-    return to_matmul_nbits(packed, name, block)
-
-
 def dequantize_matmul_nbits(weight: NBitsWeight) -> np.ndarray:
     """numpy reference of MatMulNBits' dequantization: float32 [N, K] (what onnxruntime must reproduce)."""
     n, n_blocks, blob_size = weight.blob.shape
