@@ -64,8 +64,9 @@ class EdgeRunner:
             raise ConfigError(f"kv_fill {kv_fill!r} is not one of {list(KV_FILLS)}", fix="use deferred or copy")
         missing = sorted(set(plan.exits) - set(heads))
         if missing:
+            exits = ",".join(map(str, plan.exits))
             raise ConfigError(f"no trained exit head for layers {missing}",
-                              fix=f"train them: edgekit bridge train-exits MODEL --exits {','.join(map(str, plan.exits))}")
+                              fix=f"train them: edgekit bridge train-exits MODEL --exits {exits}")
         self.model, self.plan, self.kv_fill = model, plan, kv_fill
         self.max_pending = max(1, max_pending)   # deferred tokens carried at most this long (bounds the cloud's lag)
         self.heads = {layer: heads[layer] for layer in plan.exits}

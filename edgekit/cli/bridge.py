@@ -201,7 +201,8 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a comma-separated list of numbers", fix=f"e.g. {option} 0,50") from None
+        raise ConfigError(f"{option} {text!r} is not a comma-separated list of numbers",
+                          fix=f"e.g. {option} 0,50") from None
 
 
 def _render_bench(report: dict) -> None:
