@@ -39,13 +39,13 @@ import torch.nn.functional as F
 
 from edgekit.errors import ConfigError, QuantizationError
 from edgekit.fileio import atomic_path, read_utf8_text
-from edgekit.formats import get_format
+from edgekit.formats import QuantizedTensor, get_format
 from edgekit.model.config import ACT_QUANTS
 from edgekit.model.model import Model
 from edgekit.model.tokenizer import Tokenizer
-from edgekit.quantize.config import JsonConfig, QuantizeConfig
+from edgekit.quantize.config import MIN_CALIBRATION_TOKENS, JsonConfig, QuantizeConfig
 from edgekit.quantize.evaluate import split_documents
-from edgekit.quantize.pipeline import quantize_model
+from edgekit.quantize.pipeline import gptq_names, is_block_linear, quantize_model
 from edgekit.quantize.qat_model import TorchLlama, build_torch_model, check_fake_quantizable, float_tensors
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ QAT_CONFIG_VERSION = 1
 CHECKPOINT_NAME = "qat_checkpoint.pt"
 CHECKPOINT_KIND = "edgekit-qat-checkpoint"
 SCHEDULES = ("cosine", "linear", "constant")
+INITS = ("float", "gptq")
+GRIDS = ("dynamic", "frozen", "learned")
 
 Progress = Callable[[str, int, int], None]
 
@@ -73,6 +75,16 @@ class QATConfig(JsonConfig):
     - `first_document`, `max_documents`: which documents of the text file are trained on; `append_eos` ends
       each document with the tokenizer's EOS (a model that should stop after one document).
     - `seed`: data order and torch RNG; `checkpoint_every` (0: only at the end), `log_every` (steps).
+    - `scale_search`: the int grid of the block linears, as `QuantizeConfig.scale_search` ("mse": every
+      step re-searches each group's float16 scale for the current latent weights, with the packer's code).
+    - `init`: the student's starting block linears: "float" (the teacher's weights) or "gptq" (the
+      dequantized weights of GPTQ act-order into the same format, grid and scale search, calibrated on at
+      most `calib_tokens` tokens of the training documents; the Hessians see no evaluation text).
+    - `grid`: how the block linears' int grids (float16 scales, zero points) evolve: "dynamic" refits them
+      from the latent weights every step (RTN's rule, or the scale search); "frozen" keeps the initial
+      student's grids (the searched or GPTQ ones) and trains only which code each weight takes; "learned"
+      also trains the scales (LSQ gradient) at `scale_lr_ratio` times the weights' learning rate. The
+      packed model stores the trained grids.
     """
 
     config_name = "QAT config"
@@ -100,6 +112,11 @@ class QATConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
+    scale_search: str = "none"
+    init: str = "float"
+    calib_tokens: int = 8192
+    grid: str = "dynamic"
+    scale_lr_ratio: float = 0.1
     version: int = QAT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -148,13 +165,34 @@ class QATConfig(JsonConfig):
             raise ConfigError(f"QAT config field 'append_eos' must be true or false, got {self.append_eos!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"QAT config field 'schedule' must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"QAT config field 'init' must be one of {INITS}, got {self.init!r}")
+        if self.init == "gptq" and get_format(self.format).kind != "int":
+            raise ConfigError(f"QAT config field 'init': 'gptq' initialises integer formats, not {self.format}",
+                              fix="use init='float' for ternary QAT")
+        check_number("calib_tokens", self.calib_tokens, integer=True, low=MIN_CALIBRATION_TOKENS)
+        check_number("scale_lr_ratio", self.scale_lr_ratio, low=0)
+        if self.grid not in GRIDS:
+            raise ConfigError(f"QAT config field 'grid' must be one of {GRIDS}, got {self.grid!r}")
+        if self.grid != "dynamic" and get_format(self.format).kind != "int":
+            raise ConfigError(f"QAT config field 'grid': {self.grid!r} grids are integer grids, not {self.format}'s",
+                              fix="use grid='dynamic' for ternary QAT")
 
     def quantize_config(self) -> QuantizeConfig:
         """The `QuantizeConfig` that packs the trained student (and that the student fake-quantizes by)."""
         method = "absmean" if get_format(self.format).kind == "ternary" else "rtn"
-        return QuantizeConfig(format=self.format, method=method, group_size=self.group_size,
-                              embedding_format=self.embedding_format, output_format=self.output_format,
-                              act_quant=self.act_quant)
+        try:
+            return QuantizeConfig(format=self.format, method=method, group_size=self.group_size,
+                                  embedding_format=self.embedding_format, output_format=self.output_format,
+                                  act_quant=self.act_quant, scale_search=self.scale_search)
+        except ConfigError as exc:
+            raise ConfigError(f"QAT config: {exc}", fix=exc.fix) from None
+
+    def init_config(self, text_path: str | Path) -> QuantizeConfig:
+        """The GPTQ recipe of `init="gptq"`: the packed formats of `quantize_config()`, act-order, calibrated
+        on the training documents of `text_path`."""
+        return dataclasses.replace(self.quantize_config(), method="gptq", act_order=True, calib_path=str(text_path),
+                                   calib_first_document=self.first_document, calib_tokens=self.calib_tokens)
 
 
 
@@ -231,12 +269,17 @@ def learning_rate(step: int, steps: int, lr: float, warmup_steps: int, schedule:
     return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
 
 
-def make_optimizer(net: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (norm weights and biases are not decayed)."""
-    params = [p for p in net.parameters() if p.requires_grad]
+def make_optimizer(net: TorchLlama, lr: float, weight_decay: float, betas: tuple[float, float],
+                   scale_lr_ratio: float = 1.0) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (norm weights and biases are not decayed); trained grid
+    scales form a third group, undecayed, stepping at `scale_lr_ratio` times the lr (`lr_scale`)."""
+    params = [p for p in net.weights.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     plain = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    scales = [p for p in net.grid_scales.parameters() if p.requires_grad]
+    if scales:
+        groups.append({"params": scales, "weight_decay": 0.0, "lr_scale": scale_lr_ratio})
     return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=False)
 
 
@@ -248,7 +291,7 @@ def optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss:
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip, foreach=False)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.step()
 
 
@@ -377,8 +420,10 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
     stream = load_training_tokens(teacher, text_path, config)
     torch.manual_seed(config.seed)
     teacher_net = build_torch_model(teacher, trainable=False)
-    student = build_torch_model(teacher, config.quantize_config())
-    optimizer = make_optimizer(student, config.lr, config.weight_decay, (config.beta1, config.beta2))
+    start, grids = initial_student(teacher, text_path, config)
+    student = build_torch_model(start, config.quantize_config(), grids=grids, learn_grids=config.grid == "learned")
+    optimizer = make_optimizer(student, config.lr, config.weight_decay, (config.beta1, config.beta2),
+                               config.scale_lr_ratio)
     state = TrainingState(step=0, rng=np.random.default_rng(config.seed))
     save = None
     if checkpoint_dir is not None:
@@ -393,16 +438,47 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
     return latent_model(teacher, student, config)
 
 
+def initial_student(teacher: Model, text_path: str | Path, config: QATConfig) -> tuple[Model, dict]:
+    """(the model the student starts from, the packed block linears whose grids it keeps or {} for dynamic
+    grids): the teacher, or (`init="gptq"`) the teacher with its GPTQ block linears replaced by their
+    dequantized float32 weights (norms and embeddings stay the teacher's). Frozen and learned grids start
+    as the GPTQ grids, or as those `quantize_config()` packs the teacher with (RTN or the scale search)."""
+    quantize_config = config.quantize_config()
+    names = [n for n in teacher.tensors if is_block_linear(n) and quantize_config.format_for(n) == config.format]
+    if config.init == "float":
+        start = teacher
+        packed = {} if config.grid == "dynamic" else quantize_model(teacher, quantize_config).tensors
+    else:
+        gptq_config = config.init_config(text_path)
+        packed = quantize_model(teacher, gptq_config).tensors
+        tensors = dict(teacher.tensors)
+        for name in gptq_names(teacher, gptq_config):
+            tensors[name] = packed[name].dequantize()
+            tensors.pop(name + ".scale", None)
+        log.info("QAT student initialised from GPTQ (%s)", gptq_config.format)
+        start = dataclasses.replace(teacher, tensors=tensors)
+    grids = {} if config.grid == "dynamic" else {name: packed[name] for name in names}
+    return start, grids
+
+
 def latent_model(teacher: Model, student: TorchLlama, config: QATConfig) -> Model:
     """The student's float32 latent weights as a `Model` with the teacher's tokenizer and the QAT recipe."""
     metadata = {**teacher.metadata, "qat_config": config.to_json()}
-    return Model(config=student.config, tensors=student.float_tensors(), tokenizer=teacher.tokenizer,
+    tensors = student.float_tensors()
+    for name in student.grid_names:  # frozen or learned grids: the block linears are packed on them
+        tensors[name] = student.pack_on_grid(name)
+    return Model(config=student.config, tensors=tensors, tokenizer=teacher.tokenizer,
                  source=teacher.source, source_format=teacher.source_format, metadata=metadata)
 
 
 def export_student(latent: Model, config: QATConfig) -> Model:
-    """Pack a QAT student's latent weights with the registered quantizers of `config`'s formats."""
-    return quantize_model(latent, config.quantize_config())
+    """Pack a QAT student's latent weights with the registered quantizers of `config`'s formats; tensors
+    the student already packed on its trained grids are kept as they are."""
+    packed = quantize_model(latent, config.quantize_config())
+    for name, tensor in latent.tensors.items():
+        if isinstance(tensor, QuantizedTensor):
+            packed.tensors[name] = tensor
+    return packed
 
 
 def quantize_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoint_dir: str | Path | None = None,

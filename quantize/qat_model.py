@@ -38,9 +38,11 @@ from edgekit.model.lazy import materialize
 from edgekit.model.model import LINEAR_NAMES, Model
 from edgekit.model.reference import rope_inv_freq
 from edgekit.model.ternary import absmean_ternarize
+from edgekit.quantize.methods import pack_on_grid, quantize_rtn
+from edgekit.quantize.pipeline import is_block_linear
 
-# tensor name -> (packed format, group size) of every tensor the student rounds while training
-FormatTable = dict[str, tuple[str, int]]
+# tensor name -> (packed format, group size, scale search) of every tensor the student rounds while training
+FormatTable = dict[str, tuple[str, int, str]]
 
 
 # -- fake quantization --------------------------------------------------------------------------------------
@@ -103,13 +105,57 @@ def fake_absmean(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return straight_through(weight / scale_t, torch.from_numpy(trits)), scale_t
 
 
-def fake_quantize(weight: torch.Tensor, fmt_name: str, group_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def fake_packed_rtn(weight: torch.Tensor, fmt_name: str, group_size: int, scale_search: str) -> torch.Tensor:
+    """`quantize_rtn(weight, fmt_name, group_size, scale_search=...).dequantize()` with an STE gradient: the
+    packer itself runs on the detached weights (zero-point formats, searched scales), so the rounding is
+    the stored one by construction."""
+    packed = quantize_rtn(weight.detach().numpy(), fmt_name, group_size, scale_search=scale_search)
+    return straight_through(weight, torch.from_numpy(packed.dequantize()))
+
+
+def fake_on_grid(weight: torch.Tensor, fmt_name: str, group_size: int, scale: torch.Tensor,
+                 zero: torch.Tensor | None) -> torch.Tensor:
+    """`pack_on_grid(weight, fmt_name, group_size, scale, zero).dequantize()` in torch: a frozen or learned
+    grid (scale float32 [rows, n_groups] holding float16 values; zero points float32 or None).
+
+    The forward value is the packer's, bit for bit. Gradients: identity to the weight (STE, as `fake_rtn`);
+    to the scale, LSQ's (Esser et al. 2020, arXiv:1902.08153): d(d q)/dd = q - w / d for weights inside the
+    code range and the end code for clipped ones; the scale is rounded to float16 in the forward (STE), so
+    the stored scale is the one trained.
+    """
+    fmt = get_format(fmt_name)
+    rows, cols = weight.shape
+    width = padded_cols(fmt, cols, group_size)
+    group = group_size if group_size > 0 else width
+    w = F.pad(weight.detach(), (0, width - cols)).reshape(rows, width // group, group)   # [rows, n, G]
+    d16 = straight_through(scale, scale.detach().half().float())                          # [rows, n]
+    inv = reciprocal_or_zero(d16.detach())[..., None]
+    if fmt.symmetric and fmt.bits < 8:
+        half = 1 << (fmt.bits - 1)
+        q = torch.clamp(torch.floor(w * inv + half + 0.5), 0, 2 * half - 1) - half
+        low, high = -half, half - 1
+    elif fmt.symmetric:
+        q, low, high = torch.clamp(round_half_away(w * inv), -127, 127), -127, 127
+    else:
+        levels = (1 << fmt.bits) - 1
+        q = torch.clamp(round_half_away(w * inv) + zero[..., None], 0, levels) - zero[..., None]
+        low, high = -zero[..., None], levels - zero[..., None]
+    exact = (q * d16.detach()[..., None]).reshape(rows, width)[:, :cols]
+    ratio = torch.clamp(w / d16[..., None], low, high)                  # LSQ surrogate, gradient to d only
+    surrogate = (d16[..., None] * (ratio + (q - ratio).detach())).reshape(rows, width)[:, :cols]
+    return exact + (surrogate - surrogate.detach()) + (weight - weight.detach())
+
+
+def fake_quantize(weight: torch.Tensor, fmt_name: str, group_size: int,
+                  scale_search: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(matrix to multiply with, post-scale or None): the weight as the packed model will hold it."""
     fmt = get_format(fmt_name)
     if fmt.kind == "ternary":
         return fake_absmean(weight)
     if fmt.kind == "float":
         return (weight if fmt.bits == 32 else straight_through(weight, weight.half().float())), None
+    if scale_search != "none" or not fmt.symmetric:
+        return fake_packed_rtn(weight, fmt_name, group_size, scale_search), None
     return fake_rtn(weight, fmt_name, group_size), None
 
 
@@ -128,9 +174,6 @@ def check_fake_quantizable(fmt_name: str, group_size: int, field: str) -> None:
     if fmt.kind == "ternary" and group_size != PER_TENSOR:
         raise ConfigError(f"{field}: QAT trains ternary weights with one absmean scale per tensor (BitNet "
                           f"b1.58), not group size {group_size}", fix="leave group_size unset (None) or -1")
-    if fmt.kind == "int" and not fmt.symmetric:
-        raise ConfigError(f"{field}: QAT supports symmetric formats only, not the zero-point format {fmt_name}",
-                          fix="use ek_i2, ek_i3, ek_i4 or ek_i8")
 
 
 # -- the model -----------------------------------------------------------------------------------------------
@@ -166,7 +209,7 @@ class TorchLlama(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, tensors: dict[str, np.ndarray], formats: FormatTable | None = None,
-                 act_quant: str | None = None):
+                 act_quant: str | None = None, grids: dict[str, QuantizedTensor] | None = None):
         super().__init__()
         self.config = config
         self.formats = dict(formats or {})
@@ -174,10 +217,33 @@ class TorchLlama(nn.Module):
         self.names = [name for name in tensors if name != "rope_freqs"]
         self.weights = nn.ParameterDict({parameter_key(n): nn.Parameter(torch.from_numpy(tensors[n].copy()))
                                          for n in self.names})
+        self.add_grids(grids or {})
         inv_freq = rope_inv_freq(config, tensors.get("rope_freqs"))
         angles = np.arange(config.max_seq_len, dtype=np.float32)[:, None] * inv_freq[None, :]  # [S, hd/2]
         self.register_buffer("rope_cos", torch.from_numpy(np.cos(angles)), persistent=False)
         self.register_buffer("rope_sin", torch.from_numpy(np.sin(angles)), persistent=False)
+
+    def add_grids(self, grids: dict[str, QuantizedTensor]) -> None:
+        """Hold the grids (float16 scales as float32 parameters `grid_scales`, zero points as float32 buffers)
+        of packed tensors: those tensors then round onto them (`fake_on_grid`) instead of refitting RTN."""
+        self.grid_names = sorted(grids)
+        self.grid_scales = nn.ParameterDict({parameter_key(n): nn.Parameter(torch.from_numpy(
+            grids[n].scales.astype(np.float32))) for n in self.grid_names})
+        for name in self.grid_names:
+            zeros = grids[name].zeros
+            self.register_buffer("grid_zero_" + parameter_key(name).replace("/", "_"),
+                                 None if zeros is None else torch.from_numpy(zeros.astype(np.float32)))
+
+    def grid_zero(self, name: str) -> torch.Tensor | None:
+        return getattr(self, "grid_zero_" + parameter_key(name).replace("/", "_"))
+
+    def pack_on_grid(self, name: str) -> QuantizedTensor:
+        """The latent weight of `name` rounded onto its (trained) grid and packed, as the student holds it."""
+        fmt_name, group, _ = self.formats[name]
+        zero = self.grid_zero(name)
+        return pack_on_grid(self.tensor(name).detach().numpy(), fmt_name, group,
+                            self.grid_scales[parameter_key(name)].detach().numpy(),
+                            None if zero is None else zero.numpy().astype(np.uint8))
 
     def tensor(self, name: str) -> torch.Tensor:
         return self.weights[parameter_key(name)]
@@ -190,6 +256,10 @@ class TorchLlama(nn.Module):
         """(weight as the packed model holds it, post-scale or None); the float weight when not quantized."""
         if name not in self.formats:
             return self.tensor(name), None
+        if parameter_key(name) in self.grid_scales:
+            fmt_name, group, _ = self.formats[name]
+            return fake_on_grid(self.tensor(name), fmt_name, group, self.grid_scales[parameter_key(name)],
+                                self.grid_zero(name)), None
         return fake_quantize(self.tensor(name), *self.formats[name])
 
     def norm(self, x: torch.Tensor, name: str | None) -> torch.Tensor:
@@ -270,20 +340,26 @@ def format_table(model: Model, quantize_config) -> FormatTable:
     for name in model.tensors:
         if name in ("tok_embeddings", "output") or name.rsplit(".", 1)[-1] in LINEAR_NAMES:
             fmt_name = quantize_config.format_for(name)
-            table[name] = (fmt_name, quantize_config.default_group_size(fmt_name))
+            searched = fmt_name == quantize_config.format and is_block_linear(name)
+            table[name] = (fmt_name, quantize_config.default_group_size(fmt_name),
+                           quantize_config.scale_search if searched else "none")
     return table
 
 
-def build_torch_model(model: Model, quantize_config=None, trainable: bool = True) -> TorchLlama:
+def build_torch_model(model: Model, quantize_config=None, trainable: bool = True,
+                      grids: dict[str, QuantizedTensor] | None = None, learn_grids: bool = False) -> TorchLlama:
     """A `TorchLlama` of `model`'s float weights: a student that fake-quantizes as `quantize_config`
-    (a `QuantizeConfig`) says, or, with None, the float model (a teacher; `trainable=False` freezes it)."""
+    (a `QuantizeConfig`) says, or, with None, the float model (a teacher; `trainable=False` freezes it).
+    `grids` (name -> packed tensor whose scales and zero points to keep) fixes those tensors' grids;
+    `learn_grids` trains their scales too."""
     config, tensors = float_tensors(model)
     if quantize_config is None:
         net = TorchLlama(config, tensors)
     else:
         table = format_table(model, quantize_config)
-        for name, (fmt_name, group) in table.items():
+        for name, (fmt_name, group, _) in table.items():
             check_fake_quantizable(fmt_name, group, name)
-        net = TorchLlama(config, tensors, table, quantize_config.act_quant or config.act_quant)
+        net = TorchLlama(config, tensors, table, quantize_config.act_quant or config.act_quant, grids)
     net.requires_grad_(trainable)
+    net.grid_scales.requires_grad_(trainable and learn_grids)
     return net

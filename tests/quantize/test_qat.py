@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from edgekit.errors import ConfigError, QuantizationError
-from edgekit.formats import PER_TENSOR
+from edgekit.formats import PER_TENSOR, QuantizedTensor
 from edgekit.model import load
 from edgekit.model.reference import KVCache, ReferenceForward
 from edgekit.quantize.config import QuantizeConfig
 from edgekit.quantize.evaluate import DOCUMENT_SEPARATOR, compare_models
-from edgekit.quantize.methods import quantize_absmean, quantize_rtn
+from edgekit.quantize.methods import pack_on_grid, quantize_absmean, quantize_rtn
 from edgekit.quantize.pipeline import quantize_model
 from edgekit.quantize.qat import (CHECKPOINT_NAME, QATConfig, export_student, learning_rate, quantize_qat,
                                   train_qat)
-from edgekit.quantize.qat_model import build_torch_model, fake_absmax_int8, fake_quantize, fake_rtn
+from edgekit.quantize.qat_model import build_torch_model, fake_absmax_int8, fake_on_grid, fake_quantize, fake_rtn
 from edgekit.runtime import open_backend
 
 EVAL_DOCUMENTS = 20  # QAT trains on documents 20+ and is evaluated on the first 20, which it never saw
@@ -97,16 +97,52 @@ def test_gradients_pass_straight_through_the_rounding():
     torch.testing.assert_close(x.grad, torch.ones_like(x))
 
 
-@pytest.mark.parametrize("fmt,embedding", [("ek_t2", "f16"), ("ek_t1", "ek_i8"), ("ek_i2", "f32"), ("ek_i4", "ek_t2")])
-def test_packed_student_gives_the_trained_students_logits(stories, tinystories, prompt, fmt, embedding):
-    config = quick_config(format=fmt, embedding_format=embedding)
+SEARCHED_GPTQ_INIT = {"scale_search": "mse", "init": "gptq", "calib_tokens": 512}
+LEARNED_GRID = {"scale_search": "mse", "grid": "learned", "scale_lr_ratio": 1.0}
+
+
+@pytest.mark.parametrize("fmt,embedding,extra", [("ek_t2", "f16", {}), ("ek_t1", "ek_i8", {}), ("ek_i2", "f32", {}),
+                                                 ("ek_i4", "ek_t2", {}), ("ek_u4", "f16", {}),
+                                                 ("ek_i4", "f16", SEARCHED_GPTQ_INIT), ("ek_u4", "f16", LEARNED_GRID),
+                                                 ("ek_i4", "f16", {"grid": "frozen", "init": "gptq",
+                                                                   "calib_tokens": 512})])
+def test_packed_student_gives_the_trained_students_logits(stories, tinystories, prompt, fmt, embedding, extra):
+    config = quick_config(format=fmt, embedding_format=embedding, **extra)
     latent = train_qat(stories, tinystories, config)
     assert any(not np.array_equal(latent.tensors[n], stories.tensors[n]) for n in latent.tensors)  # it trained
     packed = export_student(latent, config)
     assert packed.tensors["layers.0.w1"].format == fmt and packed.tensors["tok_embeddings"].format == embedding
-    student = build_torch_model(latent, config.quantize_config())
+    grids = {n: t for n, t in latent.tensors.items() if isinstance(t, QuantizedTensor)}  # frozen/learned grids
+    assert bool(grids) == (config.grid != "dynamic")
+    student = build_torch_model(latent, config.quantize_config(), grids=grids)
     diff = np.abs(torch_logits(student, prompt) - reference_logits(packed, prompt))
     assert diff.max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["ek_i2", "ek_i4", "ek_u4", "ek_i8"])
+def test_fake_quantizer_on_a_fixed_grid_is_the_grid_packer_bit_for_bit(fmt):
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_t(3, (16, 96)) * 0.05).astype(np.float32)
+    grid = quantize_rtn(weight, fmt, 32, scale_search="mse")
+    moved = weight + rng.normal(0, 0.01, weight.shape).astype(np.float32)   # trained weights, same grid
+    w = torch.from_numpy(moved.copy()).requires_grad_()
+    scale = torch.from_numpy(grid.scales.astype(np.float32)).requires_grad_()
+    zero = None if grid.zeros is None else torch.from_numpy(grid.zeros.astype(np.float32))
+    fake = fake_on_grid(w, fmt, 32, scale, zero)
+    np.testing.assert_array_equal(fake.detach().numpy(), pack_on_grid(moved, fmt, 32, grid.scales,
+                                                                       grid.zeros).dequantize())
+    fake.sum().backward()
+    torch.testing.assert_close(w.grad, torch.ones_like(w))                  # STE to the weights
+    # LSQ to the scales: sum over the group of (q - w / d) inside the code range, the end code when clipped
+    d = grid.scales.astype(np.float32)[:, :, None]
+    values = pack_on_grid(moved, fmt, 32, grid.scales, grid.zeros).values().reshape(16, 3, 32).astype(np.float32)
+    low, high = values.min(), values.max()
+    ratio = moved.reshape(16, 3, 32) / d
+    inside = (ratio >= low) & (ratio <= high) if grid.zeros is None else np.ones_like(ratio, bool)
+    expected = np.where(inside, values - ratio, values).sum(axis=2)
+    if grid.zeros is None:
+        np.testing.assert_allclose(scale.grad.numpy(), expected, rtol=1e-4, atol=1e-3)
+    assert np.isfinite(scale.grad.numpy()).all() and np.abs(scale.grad.numpy()).sum() > 0
 
 
 def test_int8_activation_student_agrees_with_the_packed_model(stories, prompt):
@@ -129,14 +165,24 @@ def test_config_round_trips_and_names_bad_fields():
     assert config.quantize_config() == QuantizeConfig(format="ek_i2", method="rtn", group_size=64,
                                                       act_quant="int8_absmax")
     bad = {"lr": -1.0, "steps": 0, "format": "f16", "embedding_format": "q4_k", "schedule": "step",
-           "ce_weight": 1.5, "beta2": 1.0, "act_quant": "int4", "version": 2, "seq_len": 2.5}
+           "ce_weight": 1.5, "beta2": 1.0, "act_quant": "int4", "version": 2, "seq_len": 2.5, "init": "rtn",
+           "calib_tokens": 10}
     for field, value in bad.items():
         with pytest.raises(ConfigError, match=f"'{field}'"):
             QATConfig(**{field: value})
     with pytest.raises(ConfigError, match="'group_size'"):
         QATConfig(format="ek_t2", group_size=32)       # ternary QAT is per tensor
-    with pytest.raises(ConfigError, match="'format'"):
-        QATConfig(format="ek_u2")                       # zero-point formats are not mirrored
+    with pytest.raises(ConfigError, match="'init'"):
+        QATConfig(format="ek_t2", init="gptq")          # GPTQ initialises integer formats only
+    with pytest.raises(ConfigError, match="scale_search"):
+        QATConfig(format="ek_t2", scale_search="mse")   # ternary has no searched grid
+    searched = QATConfig(format="ek_u4", group_size=32, scale_search="mse", init="gptq")
+    assert QATConfig.from_json(searched.to_json()) == searched
+    assert searched.quantize_config().scale_search == "mse"
+    with pytest.raises(ConfigError, match="'grid'"):
+        QATConfig(format="ek_t2", grid="frozen")       # ternary has one absmean scale, not an int grid
+    with pytest.raises(ConfigError, match="'grid'"):
+        QATConfig(format="ek_i4", grid="fixed")
     with pytest.raises(ConfigError, match="unknown QAT config fields"):
         QATConfig.from_dict({"steps": 3, "epochs": 2})
 
