@@ -261,6 +261,17 @@ def quantize(model: Path = MODEL_ARG,
                                                       "before this one (keep them for evaluation)."),
              act_order: bool = typer.Option(False, "--act-order", help="GPTQ: quantize columns by decreasing "
                                             "Hessian diagonal."),
+             scale_search: str = typer.Option("none", "--scale-search", help="Integer grids of the linear weights: "
+                                              "none (RTN's max rule) or mse (search each group's float16 scale and "
+                                              "zero point for the least rounding error; GPTQ weights it by the "
+                                              "Hessian diagonal). Same codes and layout."),
+             qat_init: str = typer.Option("float", "--qat-init", help="QAT: start from the float weights (float) "
+                                          "or from GPTQ act-order on --calib (gptq)."),
+             qat_grid: str = typer.Option("dynamic", "--qat-grid", help="QAT: dynamic (refit grids every step), "
+                                          "frozen (keep the initial grids, train the codes) or learned (also "
+                                          "train the scales, LSQ)."),
+             scale_lr_ratio: float = typer.Option(0.1, "--scale-lr-ratio", help="QAT with --qat-grid learned: "
+                                                  "the scales' learning rate over the weights'."),
              steps: int = typer.Option(200, "--steps", help="QAT: optimizer steps."),
              lr: float = typer.Option(1e-3, "--lr", help="QAT: peak learning rate (warm-up, then cosine)."),
              batch_size: int = typer.Option(8, "--batch-size", help="QAT: sequences per step."),
@@ -282,13 +293,15 @@ def quantize(model: Path = MODEL_ARG,
         overrides[pattern] = target
     if method == "qat":
         config = _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size,
-                             seq_len, calib_first_document, overrides, keep_float, rotate)
+                             seq_len, calib_first_document, overrides, keep_float, rotate,
+                             dict(scale_search=scale_search, init=qat_init, grid=qat_grid,
+                                  scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens))
     else:
         config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
                                 output_format=output_format, overrides=overrides, keep_float=list(keep_float),
                                 act_quant=act_quant, rotate=rotate, calib_path=str(calib) if calib else None,
                                 calib_tokens=calib_tokens, calib_first_document=calib_first_document,
-                                act_order=act_order)
+                                act_order=act_order, scale_search=scale_search)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("quantizing", total=None)
@@ -307,7 +320,7 @@ def quantize(model: Path = MODEL_ARG,
 
 
 def _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size, seq_len,
-                first_document, overrides, keep_float, rotate):
+                first_document, overrides, keep_float, rotate, grid_options):
     """The QATConfig for `quantize --method qat` (options QAT cannot honour are refused, not ignored)."""
     if overrides or keep_float or rotate:
         raise EdgekitError("--tensor-type, --keep-float and --rotate do not apply to --method qat",
@@ -318,7 +331,7 @@ def _qat_config(fmt, group_size, embedding_format, output_format, act_quant, ste
         raise EdgekitError(f"QAT needs torch ({exc})", fix='pip install "edgekit[reference]"') from None
     return QATConfig(format=fmt, group_size=group_size, embedding_format=embedding_format,
                      output_format=output_format, act_quant=act_quant or "none", steps=steps, lr=lr,
-                     batch_size=batch_size, seq_len=seq_len, first_document=first_document)
+                     batch_size=batch_size, seq_len=seq_len, first_document=first_document, **grid_options)
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export a model to another runtime's file format.")
