@@ -124,7 +124,6 @@ class BridgeEdge:
         self.fingerprint = model_fingerprint(model)
         self.threshold = AdaptiveThreshold(config)
         self.link: CloudLink | None = None
-        self._last_attempt = float("-inf")
         self.stats = BridgeStats()
         self.reset()
 
@@ -133,6 +132,7 @@ class BridgeEdge:
         self.uploaded = 0
         self.edge_since_request = 0
         self._drop_link()           # the cloud's context belongs to the old sequence
+        self._last_attempt = float("-inf")   # a new sequence connects at once (the back-off is for failures)
 
     def close(self) -> None:
         self._drop_link()
