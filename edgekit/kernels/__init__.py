@@ -6,6 +6,9 @@
 The C library (src/ek_kernels.h is its ABI) is built by `pip install` and loaded with ctypes, which releases
 the GIL during each call. It picks the best ISA at run time (AVX-512, AVX2 or NEON, else portable C);
 EDGEKIT_KERNEL=scalar|avx2|avx512|neon forces one and EDGEKIT_NUM_THREADS sets the threads (default os.cpu_count()).
+EDGEKIT_KERNEL_LIBRARY=/path/to/_ek_kernels.so loads another build of the library (work in progress).
+prepare_linear may repack a weight once into a kernel-specific layout where that was measured to pay (today:
+ek_t1 into the ternary lookup-table layout on AVX-512, see src/lut.c); `layout=` forces one for benchmarks.
 Without the compiled library everything still works on numpy kernels, with a warning (info()["compiled"]).
 """
 
