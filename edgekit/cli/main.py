@@ -226,6 +226,9 @@ def _render_comparison(report, model: Path, reference: Path, json_out: bool) -> 
     table.add_row(str(report.documents), f"{report.tokens:,}", f"{report.perplexity:.3f}",
                   f"{report.reference_perplexity:.3f}", f"{report.mean_kl:.5f}", f"{report.top1_agreement:.2%}")
     console.print(table)
+    if not report.layers:
+        console.print("[dim]per-layer hidden-state error: add --backend reference (it needs the reference "
+                      "forward's block outputs)[/dim]")
     if report.layers:
         layers = Table(title="per-layer hidden-state error")
         layers.add_column("layer", justify="right")

@@ -96,7 +96,7 @@ def test_quantize_inspect_and_compare(models, tinystories, tmp_path):
     assert formats["layers.0.wq"] == "ek_i8" and formats["layers.1.wq"] == "ek_i4" and formats["layers.4.w2"] == "f16"
     assert info["packed"] and 4.0 < info["linear_bits_per_weight"] < 9.0
     report = json.loads(edgekit_cli("eval", out, "--text", tinystories, "--reference", models / "stories260K.bin",
-                                    "--max-documents", "5", "--json").stdout)
+                                    "--max-documents", "5", "--backend", "reference", "--json").stdout)
     assert report["reference_perplexity"] < report["perplexity"] < 1.2 * report["reference_perplexity"]
     assert 0 < report["mean_kl"] < 0.2 and 0.8 < report["top1_agreement"] < 1.0
     assert len(report["layers"]) == 5

@@ -45,3 +45,14 @@ def test_eval_on_native_reproduces_the_documented_ternary_nll(models, tinystorie
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["tokens"] == 6453 and abs(report["mean_nll"] - 1.0923) < 1e-3
+
+
+def test_eval_against_a_reference_on_native_says_how_to_get_per_layer_errors(models, tinystories):
+    """The per-layer table needs the reference forward's block outputs; on the native default it points there."""
+    model = models / "stories260K.bin"
+    result = edgekit_cli("eval", model, "--text", tinystories, "--reference", model, "--max-documents", "3")
+    assert result.returncode == 0, result.stderr
+    assert "--backend reference" in result.stdout and "100.00%" in result.stdout
+    report = json.loads(edgekit_cli("eval", model, "--text", tinystories, "--reference", model, "--max-documents", "3",
+                                    "--json").stdout)
+    assert report["layers"] == [] and report["top1_agreement"] == 1.0 and report["mean_kl"] < 1e-6
