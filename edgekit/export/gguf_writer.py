@@ -16,6 +16,27 @@ reported. Other formats (int2/int3, zero points, other group sizes) cannot be re
 are refused with the alternatives listed, unless `requantize` names a GGUF type to requantize them to
 (the error is then measured and reported). Matrices whose rows do not fit the type's block fall back to
 F16 and are listed in the summary. q/k rows are permuted to llama.cpp's RoPE layout.
+
+Ternary matrices whose rows are not a multiple of 256 (TQ's block) become Q8_0 blocks holding the trits
+themselves with d = fp16(scale): every trit kept, the same fp16 rounding as TQ, listed in the summary.
+Float trit matrices with a `.scale` (bitllama2.c) are packed the same way as ek_t2. `linear_type`,
+`embedding_type` and `output_type` override the type of the linear layers, the token embedding and the
+output layer (llama.cpp's quantizer would pick Q6_K/Q4_K for the last two; gguf-py cannot write K-quants,
+so Q8_0 is the nearest choice on offer).
+
+Architectures (`architecture="auto"` picks one):
+
+- `llama`: everything without BitNet sub-norms; q/k permuted to adjacent-pair RoPE.
+- `bitnet` (llama.cpp's LLM_ARCH_BITNET: RMSNorm before attention, after attention (attn_sub_norm), before
+  the FFN and after its SiLU gate (ffn_sub_norm); NEOX RoPE, so q/k stay in rotate-half order; tied
+  output). BitNet models with sub-norms map one to one. bitllama2.c's weightless BitLinear norm
+  x / (n * rms(x)) in front of every linear is exactly an RMSNorm with weight 1/n (n its input width), so
+  its blocks become bitnet blocks with constant norm weights 1/dim, 1/q_dim, 1/dim and 1/hidden; llama.cpp
+  adds its one `rms_eps` inside each of them (`bitnet_norm_eps`, default 1e-10 where bitllama2.c has none).
+
+Models with per-token int8 activations (BitNet A8, bitllama2.c) export with a note: llama.cpp quantizes
+activations its own way (Q8_K blocks of 256 for TQ types, Q8_0 blocks of 32 for Q8_0, f16 for F16), so
+logits agree closely but not bit for bit.
 """
 
 from __future__ import annotations
@@ -27,10 +48,10 @@ import numpy as np
 
 from edgekit.errors import ConfigError, UnsupportedModelError
 from edgekit.fileio import atomic_path
-from edgekit.formats import PER_TENSOR, QuantizedTensor
+from edgekit.formats import PER_TENSOR, QuantizedTensor, pack_values
 from edgekit.model.lazy import materialize
 from edgekit.model.loaders.common import half_to_interleaved
-from edgekit.model.model import Model
+from edgekit.model.model import LINEAR_NAMES, Model
 from edgekit.model.tokenizer import HFTokenizer, SentencePieceTokenizer
 
 GGUF_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight",
@@ -39,8 +60,11 @@ LAYER_NAMES = {"attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "at
                "wv": "attn_v.weight", "wo": "attn_output.weight", "bq": "attn_q.bias", "bk": "attn_k.bias",
                "bv": "attn_v.bias", "bo": "attn_output.bias", "ffn_norm": "ffn_norm.weight",
                "w1": "ffn_gate.weight", "w3": "ffn_up.weight", "w2": "ffn_down.weight"}
+BITNET_LAYER_NAMES = {"attn_sub_norm": "attn_sub_norm.weight", "ffn_sub_norm": "ffn_sub_norm.weight"}
 REQUANTIZE_TYPES = ("Q8_0", "Q4_0", "F16", "F32")
 FLOAT_TYPES = ("F32", "F16")
+OVERRIDE_TYPES = ("TQ2_0", "TQ1_0", "Q8_0", "Q4_0", "F16", "F32")
+ARCHITECTURES = ("auto", "llama", "bitnet")
 
 
 @dataclass
@@ -57,6 +81,8 @@ class TensorExport:
 class GGUFExportReport:
     path: Path
     tensors: list[TensorExport] = field(default_factory=list)
+    architecture: str = "llama"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def fallbacks(self) -> list[TensorExport]:
@@ -67,43 +93,81 @@ def gguf_name(name: str) -> str:
     if name in GGUF_NAMES:
         return GGUF_NAMES[name]
     _, layer, kind = name.split(".", 2)
-    return f"blk.{layer}.{LAYER_NAMES[kind]}"
+    return f"blk.{layer}.{LAYER_NAMES.get(kind) or BITNET_LAYER_NAMES[kind]}"
 
 
-def check_exportable(model: Model) -> None:
+def choose_architecture(model: Model, architecture: str) -> str:
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"architecture {architecture!r} must be one of {ARCHITECTURES}")
+    if architecture == "auto":
+        return "bitnet" if model.config.sub_norms or model.config.linear_input_norm else "llama"
+    return architecture
+
+
+def check_exportable(model: Model, architecture: str = "llama") -> None:
     c = model.config
-    reasons = [why for flag, why in ((c.qk_norm, "q/k norms (qwen3)"), (c.sub_norms, "BitNet sub-norms"),
-                                     (c.activation != "silu", f"{c.activation} activation"),
-                                     (c.linear_input_norm, "bitllama2.c's per-linear input norm"),
-                                     (c.act_quant != "none", "per-token int8 activations"),
-                                     (c.rope.scaling == "llama3", "llama3 rope scaling"))
-               if flag]
+    common = ((c.qk_norm, "q/k norms (qwen3)"), (c.activation != "silu", f"{c.activation} activation"),
+              (c.rope.scaling == "llama3", "llama3 rope scaling"))
+    if architecture == "llama":
+        checks = common + ((c.sub_norms, "BitNet sub-norms"),
+                           (c.linear_input_norm, "bitllama2.c's per-linear input norm"))
+    else:
+        checks = common + ((not c.tie_embeddings, "an untied output layer"),
+                           (c.qkv_bias or c.o_bias, "attention biases"),
+                           (c.q_dim != c.dim, "n_heads * head_dim != dim"),
+                           (c.sub_norms and c.linear_input_norm, "sub-norms together with BitLinear input norms"))
+    reasons = [why for flag, why in checks if flag]
     if reasons:
-        raise UnsupportedModelError(f"the llama GGUF architecture cannot express {', '.join(reasons)}",
-                                    path=model.source, fix="export a llama/qwen2-style model, or use the .edgekit "
-                                    "file with edgekit's runtime")
+        raise UnsupportedModelError(f"the {architecture} GGUF architecture cannot express {', '.join(reasons)}",
+                                    path=model.source, fix="export a llama/qwen2-style model (or a BitNet one with "
+                                    "SiLU and tied embeddings), or use the .edgekit file with edgekit's runtime")
 
 
-def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requantize: str | None = None,
-                name: str = "edgekit") -> GGUFExportReport:
-    """Write `model` to `path` atomically and return what each tensor became."""
-    import gguf
+@dataclass(frozen=True)
+class _Options:
+    float_type: str
+    requantize: str | None
+    overrides: dict
+    permute: bool             # q/k to adjacent-pair RoPE order (llama); bitnet's NEOX RoPE keeps rotate-half
 
+    def override_for(self, name: str) -> str | None:
+        kind = name.rsplit(".", 1)[-1]
+        key = "embedding" if name == "tok_embeddings" else "output" if name == "output" else \
+            "linear" if kind in LINEAR_NAMES else None
+        return self.overrides.get(key)
+
+
+def _check_types(float_type: str, requantize: str | None, overrides: dict) -> None:
     if float_type not in FLOAT_TYPES:
         raise ConfigError(f"float_type {float_type!r} must be one of {FLOAT_TYPES}")
     if requantize is not None and requantize not in REQUANTIZE_TYPES:
         raise ConfigError(f"requantize {requantize!r} must be one of {REQUANTIZE_TYPES}")
-    check_exportable(model)
+    for key, value in overrides.items():
+        if value is not None and value not in OVERRIDE_TYPES:
+            raise ConfigError(f"{key}_type {value!r} must be one of {OVERRIDE_TYPES}")
+
+
+def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requantize: str | None = None,
+                name: str = "edgekit", architecture: str = "auto", linear_type: str | None = None,
+                embedding_type: str | None = None, output_type: str | None = None,
+                bitnet_norm_eps: float = 1e-10) -> GGUFExportReport:
+    """Write `model` to `path` atomically and return what each tensor became (see the module doc)."""
+    import gguf
+
+    overrides = {"linear": linear_type, "embedding": embedding_type, "output": output_type}
+    _check_types(float_type, requantize, overrides)
+    arch = choose_architecture(model, architecture)
+    check_exportable(model, arch)
+    options = _Options(float_type, requantize, {k: v for k, v in overrides.items() if v}, arch == "llama")
     path = Path(path)
-    report = GGUFExportReport(path)
+    report = GGUFExportReport(path, architecture=arch, notes=_notes(model, arch))
+    eps = bitnet_norm_eps if model.config.linear_input_norm else model.config.norm_eps
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), "llama")
-        _write_metadata(writer, model, name)
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        _write_metadata(writer, model, name, eps)
         _write_tokenizer(writer, model)
-        for tensor_name, tensor in model.tensors.items():
-            if tensor_name.endswith(".scale"):
-                continue
-            data, qtype, entry = _convert(model, tensor_name, tensor, float_type, requantize)
+        for tensor_name, tensor in export_tensors(model, arch).items():
+            data, qtype, entry = _convert(model, tensor_name, tensor, options)
             if qtype is None:
                 writer.add_tensor(gguf_name(tensor_name), data)
             else:
@@ -116,7 +180,38 @@ def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requ
     return report
 
 
-def _write_metadata(writer, model: Model, name: str) -> None:
+def _notes(model: Model, arch: str) -> list[str]:
+    c, notes = model.config, []
+    if c.act_quant != "none":
+        notes.append("per-token int8 activations: llama.cpp quantizes activations its own way (Q8_K / Q8_0 "
+                     "blocks, f16 for F16 weights), so logits agree closely, not bit for bit")
+    if c.linear_input_norm:
+        notes.append("bitllama2.c BitLinear norms written as bitnet RMSNorms with weights 1/n (llama.cpp adds "
+                     "its rms_eps inside them)")
+    return notes
+
+
+def export_tensors(model: Model, arch: str) -> dict:
+    """The tensors to write: float trits with a `.scale` packed as ek_t2 (exact), and for bitllama2.c on the
+    bitnet architecture the constant RMSNorm weights 1/n that stand for its BitLinear norms."""
+    c, out = model.config, {}
+    for name, tensor in model.tensors.items():
+        if name.endswith(".scale"):
+            continue
+        scale = model.tensors.get(name + ".scale")
+        if scale is not None and not isinstance(tensor, QuantizedTensor):
+            trits = np.asarray(materialize(tensor), np.float32).astype(np.int8)
+            tensor = pack_values("ek_t2", trits, np.full((1, 1), float(scale), np.float32), PER_TENSOR)
+        out[name] = tensor
+    if arch == "bitnet" and c.linear_input_norm:
+        widths = {"attn_norm": c.dim, "attn_sub_norm": c.q_dim, "ffn_norm": c.dim, "ffn_sub_norm": c.hidden_dim}
+        for layer in range(c.n_layers):
+            for kind, width in widths.items():
+                out[f"layers.{layer}.{kind}"] = np.full(width, 1.0 / width, np.float32)
+    return out
+
+
+def _write_metadata(writer, model: Model, name: str, eps: float) -> None:
     c = model.config
     writer.add_name(name)
     writer.add_context_length(c.max_seq_len)
@@ -128,7 +223,7 @@ def _write_metadata(writer, model: Model, name: str) -> None:
     writer.add_rope_dimension_count(c.head_dim)
     writer.add_key_length(c.head_dim)
     writer.add_value_length(c.head_dim)
-    writer.add_layer_norm_rms_eps(c.norm_eps)
+    writer.add_layer_norm_rms_eps(eps)
     writer.add_rope_freq_base(c.rope.theta)
     if c.rope.scaling == "linear":
         import gguf
@@ -172,53 +267,83 @@ def _write_tokenizer(writer, model: Model) -> None:
     if tok.eos_id is not None:
         writer.add_eos_token_id(tok.eos_id)
     writer.add_add_bos_token(tok.add_bos)
+    writer.add_add_eos_token(False)
 
 
-def _llama_cpp_layout(name: str, array: np.ndarray, model: Model) -> np.ndarray:
+def _llama_cpp_layout(name: str, array: np.ndarray, model: Model, permute: bool = True) -> np.ndarray:
     kind = name.rsplit(".", 1)[-1]
-    if kind in ("wq", "bq"):
+    if permute and kind in ("wq", "bq"):
         return half_to_interleaved(array, model.config.n_heads)
-    if kind in ("wk", "bk"):
+    if permute and kind in ("wk", "bk"):
         return half_to_interleaved(array, model.config.n_kv_heads)
     return array
 
 
-def _convert(model: Model, name: str, tensor, float_type: str, requantize: str | None):
+def _convert(model: Model, name: str, tensor, opts: _Options):
     """(data, raw GGUF type or None for plain float arrays, report entry) for one tensor."""
     import gguf
 
     if not isinstance(tensor, QuantizedTensor):
-        array = _llama_cpp_layout(name, np.asarray(materialize(tensor), np.float32), model)
-        if array.ndim == 2 and float_type == "F16":
-            return array.astype(np.float16), None, TensorExport(name, "f32", "F16", False,
-                                                                 _max_error(array, array.astype(np.float16)))
-        return array, None, TensorExport(name, "f32", "F32", True)
+        return _convert_float(model, name, np.asarray(materialize(tensor), np.float32), opts)
     target, exact = _target_type(tensor)
-    note = ""
-    if target is None:
-        if requantize is None:
+    note, override = "", opts.override_for(name)
+    if override is not None and override != target:
+        target, exact, note = override, False, f"{override} asked for"
+    elif target is None:
+        if opts.requantize is None:
             raise UnsupportedModelError(
                 f"tensor {name!r} is {tensor.format} (group {tensor.group_size}), which GGUF cannot hold exactly; "
                 "exact mappings: ek_t2/ek_t1 -> TQ2_0/TQ1_0 (rows of 256), ek_i4 -> Q4_0, ek_i8 -> Q8_0 "
                 "(rows of 32), f16, f32", path=model.source,
                 fix=f"re-quantize to one of those, or export with requantize= one of {REQUANTIZE_TYPES}")
-        target, exact, note = requantize, False, f"requantized from {tensor.format}"
+        target, exact, note = opts.requantize, False, f"requantized from {tensor.format}"
+    ternary = tensor.format.startswith("ek_t")
+    if target in ("TQ2_0", "TQ1_0") and not ternary:
+        raise ConfigError(f"tensor {name!r} is {tensor.format}: {target} holds ternary weights only",
+                          fix="choose Q8_0, Q4_0, F16 or F32 for it")
+    if target in ("TQ2_0", "TQ1_0") and tensor.cols % 256:
+        target, note = "Q8_0", f"{tensor.cols} columns are not a multiple of 256: Q8_0 blocks of the trits"
     block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[target]][0]
     if tensor.cols % block:
         target, exact, note = "F16", False, f"{tensor.cols} columns are not a multiple of {target}'s {block}"
-    values = _llama_cpp_layout(name, tensor.dequantize(), model)
+    values = _llama_cpp_layout(name, tensor.dequantize(), model, opts.permute)
     if target in FLOAT_TYPES:
         data = values.astype(np.float16 if target == "F16" else np.float32)
         return data, None, TensorExport(name, tensor.format, target, exact and target == "F32" or tensor.format == "f16",
                                         _max_error(values, data), note)
     qtype = gguf.GGMLQuantizationType[target]
-    if target in ("Q4_0", "Q8_0") and exact:
-        data = _repack_q(tensor, name, model, target)
+    if target == "Q8_0" and ternary:
+        data = _ternary_q8_0(tensor, name, model, opts.permute)
+    elif target in ("Q4_0", "Q8_0") and _target_type(tensor)[0] == target:
+        data = _repack_q(tensor, name, model, target, opts.permute)
     else:
         data = gguf.quants.quantize(values, qtype)
     written = gguf.quants.dequantize(data, qtype).reshape(values.shape)
     error = _max_error(values, written)
     return data, qtype, TensorExport(name, tensor.format, target, exact and error == 0.0, error, note)
+
+
+def _convert_float(model: Model, name: str, array: np.ndarray, opts: _Options):
+    """A float32 array: F32 / F16 (`float_type` for matrices), or the override type requantized."""
+    import gguf
+
+    array = _llama_cpp_layout(name, array, model, opts.permute)
+    target = (opts.override_for(name) or opts.float_type) if array.ndim == 2 else "F32"
+    note = "" if target in FLOAT_TYPES else f"requantized from f32 to {target}"
+    if target in ("TQ2_0", "TQ1_0"):
+        raise ConfigError(f"tensor {name!r} is float: {target} holds ternary weights only",
+                          fix="quantize the model to ek_t2 / ek_t1 first, or choose Q8_0, Q4_0, F16 or F32")
+    if target not in FLOAT_TYPES and array.shape[1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[target]][0]:
+        target, note = "F16", f"{array.shape[1]} columns do not fit {target}'s blocks"
+    if target == "F32":
+        return array, None, TensorExport(name, "f32", "F32", True)
+    if target == "F16":
+        data = array.astype(np.float16)
+        return data, None, TensorExport(name, "f32", "F16", False, _max_error(array, data), note)
+    qtype = gguf.GGMLQuantizationType[target]
+    data = gguf.quants.quantize(array, qtype)
+    written = gguf.quants.dequantize(data, qtype).reshape(array.shape)
+    return data, qtype, TensorExport(name, "f32", target, False, _max_error(array, written), note)
 
 
 def _target_type(tensor: QuantizedTensor) -> tuple[str | None, bool]:
@@ -231,24 +356,39 @@ def _target_type(tensor: QuantizedTensor) -> tuple[str | None, bool]:
     return None, False
 
 
-def _repack_q(tensor: QuantizedTensor, name: str, model: Model, target: str) -> np.ndarray:
-    """ek_i4 / ek_i8 -> Q4_0 / Q8_0 blocks (fp16 d, then 16 nibble bytes or 32 int8), no rounding: each
-    32-block takes the fp16 scale of the group (or row) it lies in.
+def _block_scales(tensor: QuantizedTensor, name: str, model: Model, permute: bool) -> np.ndarray:
+    """fp16 scale of every 32-block [rows, cols/32]: the group (or row, or tensor) scale it lies in."""
+    scales = tensor.scales.astype(np.float16)
+    if tensor.group_size == PER_TENSOR:
+        scales = np.broadcast_to(scales, (tensor.rows, 1))
+    per_block = np.repeat(scales, tensor.group_width // 32 if tensor.group_size > 0 else tensor.cols // 32, axis=1)
+    return _llama_cpp_layout(name, np.ascontiguousarray(per_block[:, : tensor.cols // 32]), model, permute)
 
-    Q4_0 stores q + 8 with element j of a block in the low nibble of byte j and element j + 16 in its
-    high nibble (ggml-common.h block_q4_0)."""
-    rows = tensor.rows
-    values = _llama_cpp_layout(name, tensor.values()[:, : tensor.cols].astype(np.int16), model)
-    per_block = np.repeat(tensor.scales.astype(np.float16), tensor.group_width // 32, axis=1)[:, : tensor.cols // 32]
-    scales = _llama_cpp_layout(name, per_block, model)
+
+def _q_blocks(values: np.ndarray, scales: np.ndarray, target: str) -> np.ndarray:
+    """int values [rows, cols] + fp16 d [rows, cols/32] -> Q4_0 / Q8_0 rows (ggml-common.h block_q4_0 /
+    block_q8_0: fp16 d, then 16 bytes of q + 8 with element j low and j + 16 high, or 32 int8)."""
+    rows = values.shape[0]
     blocks = values.reshape(rows, -1, 32)
-    d = np.ascontiguousarray(scales).reshape(rows, -1, 1).view(np.uint8).reshape(rows, -1, 2)
+    d = np.ascontiguousarray(scales.astype(np.float16)).reshape(rows, -1, 1).view(np.uint8).reshape(rows, -1, 2)
     if target == "Q4_0":
         q = (blocks + 8).astype(np.uint8)
         qs = q[:, :, :16] | (q[:, :, 16:] << 4)
     else:
         qs = blocks.astype(np.int8).view(np.uint8)
     return np.concatenate([d, qs], axis=2).reshape(rows, -1)
+
+
+def _repack_q(tensor: QuantizedTensor, name: str, model: Model, target: str, permute: bool = True) -> np.ndarray:
+    """ek_i4 / ek_i8 -> Q4_0 / Q8_0 blocks, no rounding: each 32-block takes the fp16 scale of its group."""
+    values = _llama_cpp_layout(name, tensor.values()[:, : tensor.cols].astype(np.int16), model, permute)
+    return _q_blocks(values, _block_scales(tensor, name, model, permute), target)
+
+
+def _ternary_q8_0(tensor: QuantizedTensor, name: str, model: Model, permute: bool) -> np.ndarray:
+    """Ternary -> Q8_0 with q = the trit and d = fp16(scale): every trit kept, as in TQ1_0/TQ2_0."""
+    trits = _llama_cpp_layout(name, tensor.values()[:, : tensor.cols].astype(np.int16), model, permute)
+    return _q_blocks(trits, _block_scales(tensor, name, model, permute), "Q8_0")
 
 
 def _max_error(a: np.ndarray, b: np.ndarray) -> float:

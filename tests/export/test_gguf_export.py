@@ -116,4 +116,102 @@ def test_rows_that_do_not_fit_a_block_fall_back_and_are_listed(models, tmp_path)
 def test_bitllama2c_is_refused_for_the_llama_architecture(models, tmp_path):
     model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
     with pytest.raises(UnsupportedModelError, match="per-linear input norm"):
-        export_gguf(model, tmp_path / "b.gguf")
+        export_gguf(model, tmp_path / "b.gguf", architecture="llama")
+    assert not (tmp_path / "b.gguf").exists()
+
+
+def edgekit_greedy(model, steps=64):
+    from tests.runtime.parity import edgekit_backend, greedy as backend_greedy
+
+    return backend_greedy(edgekit_backend(model), steps=steps)
+
+
+def llama_cpp_backend(model, **options):
+    pytest.importorskip("llama_cpp")
+    from edgekit.runtime.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(model, threads=2, export_options=options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("linear_type", [None, "TQ1_0", "F16", "Q8_0"])
+def test_bitllama2c_3m_runs_on_llama_cpp_bitnet_token_for_token(models, tmp_path, linear_type):
+    """bitllama2.c as llama.cpp's bitnet architecture (BitLinear norms as RMSNorm weights 1/n): the 3M model's
+    rows are 256 wide, so TQ2_0 / TQ1_0 hold every trit and llama.cpp's Q8_K activations are per token."""
+    from tests.runtime.parity import greedy as backend_greedy
+
+    model = load(models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin")
+    report = export_gguf(model, tmp_path / "b.gguf", linear_type=linear_type)
+    assert report.architecture == "bitnet" and report.notes
+    types = {t.gguf_type for t in report.tensors if t.name.rsplit(".", 1)[-1] in ("wq", "w2")}
+    assert types == {linear_type or "TQ2_0"}
+    reader = gguf.GGUFReader(tmp_path / "b.gguf")
+    norm = next(t for t in reader.tensors if t.name == "blk.0.ffn_sub_norm.weight")
+    np.testing.assert_array_equal(np.asarray(norm.data), np.full(256, 1 / 256, np.float32))
+    backend = llama_cpp_backend(model, linear_type=linear_type)
+    assert backend_greedy(backend) == edgekit_greedy(model)
+    backend.close()
+
+
+@pytest.mark.slow
+def test_bitllama2c_1m_rows_of_128_become_q8_0_trits_with_top1_agreement(models, tmp_path, tinystories):
+    from edgekit.quantize.evaluate import compare_models
+    from tests.runtime.parity import edgekit_backend
+
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    report = export_gguf(model, tmp_path / "b.gguf")
+    fallbacks = {t.name: t for t in report.fallbacks}
+    assert fallbacks["layers.0.wq"].gguf_type == "Q8_0" and "multiple of 256" in fallbacks["layers.0.wq"].note
+    assert "layers.0.w2" not in fallbacks                                   # 256 wide: TQ2_0
+    scale = float(model.tensors["layers.0.wq.scale"])
+    assert fallbacks["layers.0.wq"].max_abs_error <= scale * 2**-11       # trits kept, fp16 scale only
+    result = compare_models(edgekit_backend(model), llama_cpp_backend(model), tinystories, None, 20)
+    print(f"bitllama2c 1M llama.cpp vs edgekit: top-1 {result.top1_agreement:.4f}, KL {result.mean_kl:.6f} nats")
+    assert result.top1_agreement >= 0.99 and result.mean_kl < 0.01
+
+
+@pytest.mark.slow
+def test_default_model_exports_ternary_rows_as_q8_0_and_runs_token_for_token(tmp_path):
+    from edgekit.quantize.default_model import load_default_model
+    from tests.runtime.parity import greedy as backend_greedy
+
+    model = load_default_model()                     # llama, ek_t2 per tensor, int8 activations, dim 128
+    report = export_gguf(model, tmp_path / "d.gguf")
+    assert report.architecture == "llama" and any("int8 activations" in n for n in report.notes)
+    assert {t.gguf_type for t in report.tensors if t.name.endswith(".w1")} == {"Q8_0"}
+    reloaded = load(tmp_path / "d.gguf")              # round trip: the trits and fp16 scales come back
+    ours = model.tensors["layers.2.w2"]
+    theirs = np.asarray(reloaded.tensors["layers.2.w2"])
+    np.testing.assert_array_equal(np.sign(theirs), ours.values()[:, : ours.cols])
+    assert np.abs(np.abs(theirs[theirs != 0]) - np.float16(ours.scales[0, 0])).max() == 0
+    backend = llama_cpp_backend(model)
+    assert backend_greedy(backend) == edgekit_greedy(model)
+    backend.close()
+
+
+def test_type_overrides_and_their_errors(tiny, tmp_path):
+    from edgekit.errors import ConfigError
+
+    packed = quantize_model(tiny, QuantizeConfig(format="ek_i8", method="rtn", group_size=32))
+    report = export_gguf(packed, tmp_path / "o.gguf", linear_type="Q4_0", embedding_type="Q8_0")
+    entries = {t.name: t for t in report.tensors}
+    assert entries["layers.0.wq"].gguf_type == "Q4_0" and not entries["layers.0.wq"].exact
+    assert 0 < entries["layers.0.wq"].max_abs_error < 0.05
+    assert entries["tok_embeddings"].gguf_type == "Q8_0"
+    with pytest.raises(ConfigError, match="ternary weights only"):
+        export_gguf(packed, tmp_path / "t.gguf", linear_type="TQ2_0")
+    with pytest.raises(ConfigError, match="must be one of"):
+        export_gguf(packed, tmp_path / "t.gguf", output_type="Q6_K")
+    assert not (tmp_path / "t.gguf").exists()
+
+
+def test_tokenizer_metadata_lets_llama_cpp_run_the_file_alone(tiny, tmp_path):
+    export_gguf(tiny, tmp_path / "t.gguf")
+    fields = gguf.GGUFReader(tmp_path / "t.gguf").fields
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token"):
+        assert key in fields, key
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "t.gguf"), n_ctx=64, verbose=False)
+    assert llm.tokenize(b"Once upon a time") == tiny.tokenizer.encode("Once upon a time")
