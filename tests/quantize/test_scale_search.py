@@ -117,3 +117,41 @@ def test_searched_int4_exports_to_q4_0_without_requantizing(models, tmp_path):
     entries = {t.name: t for t in report.tensors}
     assert entries["layers.0.wq"].gguf_type == "Q4_0" and entries["layers.0.wq"].exact
     assert all(t.exact for t in report.tensors if t.gguf_type == "Q4_0")
+
+
+def test_cli_scale_search_is_stored_in_the_recipe(models, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "searched.edgekit"
+    run = lambda *args: subprocess.run([sys.executable, "-m", "edgekit.cli.main", *map(str, args)], capture_output=True,
+                                       text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    result = run("quantize", models / "stories260K.bin", "-o", out, "--format", "ek_i4", "--method", "rtn",
+                 "--group-size", "32", "--scale-search", "mse")
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(json.loads(run("inspect", out, "--json").stdout)["metadata"]["recipe"])
+    assert recipe["scale_search"] == "mse" and recipe["format"] == "ek_i4"
+    refused = run("quantize", models / "stories260K.bin", "-o", tmp_path / "t.edgekit", "--format", "ek_t2",
+                  "--scale-search", "mse")
+    assert refused.returncode == 1 and "scale_search" in refused.stderr and not (tmp_path / "t.edgekit").exists()
+
+
+@pytest.mark.slow
+def test_searched_int4_is_closer_to_float_than_rtn_on_held_out_documents(models, tinystories):
+    """stories260K int4 g32, first 10 documents cut to 128 tokens: the searched grid's KL is lower (0.0727 vs
+    0.0757 nats here; on all 40 documents at full context 0.0799 vs 0.0905). Deterministic: no flakiness."""
+    from edgekit.model import load
+    from edgekit.quantize.evaluate import compare_models
+    from edgekit.quantize.pipeline import quantize_model
+    from edgekit.runtime import open_backend
+
+    stories = load(models / "stories260K.bin")
+    reference = open_backend(stories)
+    kl = {}
+    for search in ("none", "mse"):
+        packed = quantize_model(stories, QuantizeConfig(format="ek_i4", method="rtn", group_size=32, scale_search=search))
+        kl[search] = compare_models(reference, open_backend(packed), tinystories, context_length=128,
+                                    max_documents=10).mean_kl
+    assert kl["mse"] < 0.98 * kl["none"], kl
