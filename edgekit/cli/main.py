@@ -348,11 +348,21 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
                                                    "F32 or F16."),
                     requantize: Optional[str] = typer.Option(None, "--requantize", help="Requantize tensors GGUF "
                                                              "cannot hold exactly to Q8_0, Q4_0, F16 or F32."),
+                    architecture: str = typer.Option("auto", "--architecture", help="llama, bitnet (llama.cpp's "
+                                                     "BitNet: sub-norms, bitllama2.c) or auto."),
+                    linear_type: Optional[str] = typer.Option(None, "--linear-type", help="Type of every linear "
+                                                              "layer: TQ2_0, TQ1_0, Q8_0, Q4_0, F16, F32."),
+                    embedding_type: Optional[str] = typer.Option(None, "--embedding-type", help="Type of the "
+                                                                 "token embedding (same choices)."),
+                    output_type: Optional[str] = typer.Option(None, "--output-type", help="Type of an untied "
+                                                              "output layer (same choices)."),
                     tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
-    """Write a llama-architecture GGUF that llama.cpp runs on its own (packed formats map without requantizing)."""
+    """Write a GGUF that llama.cpp runs on its own (packed formats map without requantizing)."""
     from edgekit.export.gguf_writer import export_gguf
 
-    report = export_gguf(_load(model, tokenizer, bit_order), output, float_type=float_type, requantize=requantize)
+    report = export_gguf(_load(model, tokenizer, bit_order), output, float_type=float_type, requantize=requantize,
+                         architecture=architecture, linear_type=linear_type, embedding_type=embedding_type,
+                         output_type=output_type)
     table = Table(title=f"{output}: {len(report.tensors)} tensors")
     for column in ("GGUF type", "tensors", "exact", "max abs error"):
         table.add_column(column, justify="right" if column != "GGUF type" else "left")
@@ -363,6 +373,8 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
     console.print(table)
     for t in report.fallbacks:
         console.print(f"[yellow]{t.name}[/yellow]: {t.source_format} -> {t.gguf_type} ({t.note})", highlight=False)
+    for note in report.notes:
+        console.print(f"{report.architecture}: {note}", highlight=False)
 
 
 @export_app.command("onnx")

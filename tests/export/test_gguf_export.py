@@ -215,3 +215,21 @@ def test_tokenizer_metadata_lets_llama_cpp_run_the_file_alone(tiny, tmp_path):
     llama_cpp = pytest.importorskip("llama_cpp")
     llm = llama_cpp.Llama(model_path=str(tmp_path / "t.gguf"), n_ctx=64, verbose=False)
     assert llm.tokenize(b"Once upon a time") == tiny.tokenizer.encode("Once upon a time")
+
+
+def test_cli_export_gguf_architecture_and_types(models, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgekit.cli.main", "export", "gguf", *map(str, args)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    source = models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin"
+    done = cli(source, "-o", tmp_path / "b.gguf", "--linear-type", "TQ1_0")
+    assert done.returncode == 0 and "bitnet: per-token int8 activations" in done.stdout
+    assert gguf.GGUFReader(tmp_path / "b.gguf").fields["general.architecture"].contents() == "bitnet"
+    refused = cli(source, "-o", tmp_path / "c.gguf", "--architecture", "llama")
+    assert refused.returncode == 1 and "per-linear input norm" in refused.stderr
+    assert not (tmp_path / "c.gguf").exists()
