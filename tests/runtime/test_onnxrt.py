@@ -127,3 +127,14 @@ def test_cli_exports_and_runs_onnx(models, tmp_path):
     assert refused.returncode == 1 and "onnxruntime" in refused.stderr
     exists = edgekit_cli("export", "onnx", str(models / "stories260K.bin"), "-o", str(out))
     assert exists.returncode == 1 and "already exists" in exists.stderr
+
+
+def test_running_an_export_needs_neither_torch_nor_onnx(stories, tmp_path):
+    """The edge side runs on onnxruntime + numpy alone: `onnx` (the exporter's package) and torch stay out."""
+    export_onnx(stories, tmp_path / "s")
+    code = ("import sys; from edgekit.runtime.onnxrt import OnnxRuntimeBackend, load_onnx_export; "
+            "b = OnnxRuntimeBackend(load_onnx_export(sys.argv[1])); b.prefill([1, 2]); b.decode(3); "
+            "bad = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]; print(bad)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
