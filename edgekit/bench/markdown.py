@@ -69,11 +69,12 @@ def method_section(report: BenchReport) -> list[str]:
             "ek_i8 g32; embeddings and output int8 in blocks of 32 (GGUF Q8_0)."),
             ("- llama.cpp (llama-cpp-python) runs the GGUF export of the same packed weights (TQ2_0, TQ1_0, Q4_0, "
             f"Q8_0, no requantizing), with n_threads = n_threads_batch = the thread count, n_batch = n_ubatch >= "
-            f"512 and a {c['kv_type'].upper()} KV cache. The GGUF writer has no BitNet architecture, so llama.cpp runs "
-            "the `llama` architecture on the same matrices (no sub-norms, SiLU for squared ReLU, float "
+            f"512 and a {c['kv_type'].upper()} KV cache. llama.cpp's `bitnet` architecture has SiLU, not BitNet "
+            "2B4T's squared ReLU, so llama.cpp runs the `llama` architecture on the same matrices (no sub-norms, SiLU for squared ReLU, float "
             "activations): the same bytes and matmuls per token, minus O(dim) element-wise work."),
             ("- torch runs the t2 weights dequantized to fp32/bf16 (torch.set_num_threads); onnxruntime runs "
-            "MatMulNBits 2-bit / 4-bit (accuracy_level 4)."),
+            "the ONNX export of the same packed weights as MatMulNBits 2-bit / 4-bit (codes unchanged, accuracy_level 4, "
+            "block 128 for per-tensor ternary scales), all ops of the edgekit graph included."),
             (f"- Every cell runs in its own process (peak RSS is its own) with OMP/OpenBLAS/MKL/EDGEKIT thread "
             f"variables set; after a warm-up, pp{'/pp'.join(map(str, c['prompt_lengths']))} prefill from an empty "
             f"cache and tg{c['generate_length']} greedy decode from an empty cache, median of {c['repetitions']} "
