@@ -41,7 +41,9 @@ class OnnxGraphConfig:
     (fast; 2-bit is 50-300x slower without it); 0 keeps float activations (exact integer sums)."""
 
     accuracy_level: int = 4
-    block_size: int = 128             # MatMulNBits block for per-channel / per-tensor scales (2x faster than 32 here)
+    # MatMulNBits block for per-channel / per-tensor scales. onnxruntime 1.32's int8 2-bit path takes blocks up to
+    # 128 (128 ran 2x faster than 32 here); 256 falls back to a ~200x slower kernel and 2-bit refuses > 256.
+    block_size: int = 128
     float_type: str = "f32"           # storage of unpacked float matrices (f16 is cast back to f32 on load)
     ternary_zero_point: int = 1       # 1: ek_t2 bytes kept, explicit zero points; 2: codes trit + 2, default zp
 
