@@ -83,7 +83,9 @@ def test_recorded_held_out_perplexity_is_reproduced(shipped, tmp_path):
     text.write_text(heldout_text(info), encoding="utf-8")
     report = evaluate_perplexity(open_backend(shipped), text, info["quality"]["context_length"])
     assert report.tokens == info["quality"]["tokens"] and report.documents == count
-    assert report.perplexity == pytest.approx(info["quality"]["student_perplexity"], rel=1e-6)
+    # rel 1e-5, not tighter: the figure was recorded on an AVX2 machine, and numpy's BLAS picks its float32
+    # kernel per CPU (AVX-512 here), which moves the last bits of the sums (measured: 2e-6 relative).
+    assert report.perplexity == pytest.approx(info["quality"]["student_perplexity"], rel=1e-5)
 
 
 def test_generation_is_readable_story_text(shipped, lexicon):
