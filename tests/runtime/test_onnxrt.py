@@ -105,7 +105,9 @@ def test_ternary_models_greedy_equal_with_float_activations(models, key):
 @pytest.mark.parametrize("key", ["bitllama2c-3M", "bitllama2c-1M", "default"])
 def test_ternary_models_top1_agreement_at_accuracy_level_4(models, tinystories, key):
     model = shared_or_default(models, key)
-    report = compare_models(edgekit_backend(model), OnnxRuntimeBackend(model), tinystories, None, DOCUMENTS)
+    # The whole sample (51,532 tokens), as the issue states the bar: on the first 20 documents the 1M model sits
+    # at 99.01%, one token from the line, where another CPU's MLAS kernels could flip a near tie.
+    report = compare_models(edgekit_backend(model), OnnxRuntimeBackend(model), tinystories, None, None)
     print(f"{key} onnxruntime (accuracy_level 4) vs edgekit: top-1 {report.top1_agreement:.4f}, "
           f"KL {report.mean_kl:.6f} nats, {report.tokens} tokens")
     assert report.top1_agreement >= 0.99 and report.mean_kl < 0.01
