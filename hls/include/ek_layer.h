@@ -66,6 +66,17 @@ struct Engine {
         for (int t = 0; t < n_tok; ++t) rms_norm<N>(x[t], weight, C::kNormEps, y[t]);
     }
 
+    // A block's input: RMSNorm with `weight`, or a plain copy when bitllama2.c's BitLinear norm (applied inside
+    // quantize_input) takes its place.
+    static void block_input(const float h[TT][L::kD], const float* weight, int n_tok, float x[TT][L::kD]) {
+        if (C::kLinearInputNorm) {
+            for (int t = 0; t < n_tok; ++t)
+                for (int i = 0; i < L::kD; ++i) x[t][i] = h[t][i];
+        } else {
+            norm_rows<L::kD>(h, weight, n_tok, x);
+        }
+    }
+
     template <int N>
     static void add_rows(float h[TT][N], const float y[TT][N], int n_tok) {
         for (int t = 0; t < n_tok; ++t)
@@ -95,12 +106,7 @@ struct Engine {
 #pragma HLS ARRAY_PARTITION variable = tables complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = tables complete dim = 3
         float a_scale[TT];
-        if (C::kLinearInputNorm) {
-            for (int t = 0; t < n_tok; ++t)
-                for (int i = 0; i < L::kD; ++i) x[t][i] = h[t][i];
-        } else {
-            norm_rows<L::kD>(h, p + L::kAttnNorm, n_tok, x);
-        }
+        block_input(h, p + L::kAttnNorm, n_tok, x);
         prepare_input<L::kD>(x, n_tok, a_scale, tables);
         bitlinear<L::kQDim, L::kD>(w + L::kWq, tables, n_tok, a_scale, p[0], q);
         bitlinear<L::kKvDim, L::kD>(w + L::kWk, tables, n_tok, a_scale, p[1], k);
@@ -122,12 +128,7 @@ struct Engine {
 #pragma HLS ARRAY_PARTITION variable = tables complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = tables complete dim = 3
         float a_scale[TT];
-        if (C::kLinearInputNorm) {
-            for (int t = 0; t < n_tok; ++t)
-                for (int i = 0; i < L::kD; ++i) x[t][i] = h[t][i];
-        } else {
-            norm_rows<L::kD>(h, p + L::kFfnNorm, n_tok, x);
-        }
+        block_input(h, p + L::kFfnNorm, n_tok, x);
         prepare_input<L::kD>(x, n_tok, a_scale, tables);
         bitlinear<L::kH, L::kD>(w + L::kW1, tables, n_tok, a_scale, p[4], gate);
         bitlinear<L::kH, L::kD>(w + L::kW3, tables, n_tok, a_scale, p[6], up);
