@@ -226,3 +226,58 @@ def _render_bench(report: dict) -> None:
         kv.add_row(r["kv_fill"], f"{r['threshold']:g}", f"{100 * r['edge_share']:.1f}%",
                    f"{100 * r['top1_own_prefix']:.1f}%", f"{r['edge_ms_per_token']:.2f}")
     console.print(kv)
+
+
+@bridge_app.command("soak")
+def soak_cmd(model: Path = MODEL_ARG,
+             sessions: int = typer.Option(100, "--sessions", help="Concurrent edge sessions."),
+             minutes: float = typer.Option(10.0, "--minutes", help="Duration of the load."),
+             url: Optional[str] = typer.Option(None, "--url", help="A running server's session URL (default: start "
+                                               "`edgekit bridge serve` in a child process on a free port)."),
+             token_file: Optional[Path] = TOKEN_FILE_OPT,
+             tokens: int = typer.Option(24, "--tokens", help="Tokens per generated sequence."),
+             threshold: float = typer.Option(0.8, "--threshold", help="Edge exit threshold."),
+             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON."),
+             json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Many concurrent edge sessions against a real server; every sequence must match its run alone.
+
+    Exit code 1 when any error occurred (exception, standalone token, resync, wrong/missing/duplicated token).
+    """
+    from edgekit.cloud_bridge.exits import load_exit_heads
+    from edgekit.cloud_bridge.soak import ServerProcess, SoakConfig, run_soak, server_errors
+    from edgekit.fileio import write_json_atomic
+    from edgekit.model import load
+
+    config = SoakConfig(sessions=sessions, seconds=60.0 * minutes, tokens_per_sequence=tokens, threshold=threshold)
+    loaded = load(model)
+    heads = load_exit_heads(loaded)
+    if url is not None:
+        report = run_soak(loaded, heads, url, read_token(token_file, required=True), config)
+    else:
+        with ServerProcess(model) as server:
+            report = run_soak(loaded, heads, server.url, server.token, config)
+            report["server_errors"] = server_errors(server.metrics())
+    if output is not None:
+        write_json_atomic(output, report)
+    if json_out:
+        console.print_json(json.dumps(report))
+    else:
+        _render_soak(report)
+    if report["errors"]:
+        raise typer.Exit(1)
+
+
+def _render_soak(report: dict) -> None:
+    c = report["config"]
+    console.print(f"{c['sessions']} sessions for {report['elapsed_s']:.0f} s: {report['sequences']:,} sequences, "
+                  f"{report['tokens']:,} tokens ({report['cloud_tokens']:,} cloud, {report['edge_tokens']:,} edge), "
+                  f"{report['tokens_per_second']:.1f} tokens/s; errors: {report['errors']}", highlight=False)
+    for name in ("token_ms", "cloud_rtt_ms"):
+        p = report[name]
+        if p["p50"] is not None:
+            console.print(f"{name}: p50 {p['p50']:.1f}  p90 {p['p90']:.1f}  p99 {p['p99']:.1f}  max {p['max']:.1f}",
+                          highlight=False)
+    for sample in report["error_samples"]:
+        err_console.print(f"[red]{sample}[/red]", highlight=False, markup=True)
+    if report.get("server_errors"):
+        console.print(f"server error counters: {report['server_errors']}", highlight=False)
