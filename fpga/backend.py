@@ -3,8 +3,10 @@
 EDGEKIT_FPGA_DEVICE chooses the device: "csim" (default) generates the HLS project for the model (cached
 by content), builds its C-simulated top function as a shared library and drives it through the same
 register-level driver as the board; "pynq" loads EDGEKIT_FPGA_BITSTREAM (with its .hwh) on the board.
-EDGEKIT_FPGA_BOARD picks the board file (default kv260); EDGEKIT_FPGA_LM_HEAD the host LM head, "f32"
-(default, the reference's logits) or "int8" (what a board's ARM cores would run).
+EDGEKIT_FPGA_BOARD picks the board file (default kv260); EDGEKIT_FPGA_LM_HEAD the LM head: "fpga" (default:
+the design's group-quantized head on the fabric, top-k per decode step; prefill returns every row's logits
+for evaluation), or the host's "f32" (the reference's logits) or "int8" (what a board's ARM cores would run).
+EDGEKIT_FPGA_HEAD_BITS sets the fabric head's weight bits (4 by default; 8 or 2).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def hls_sources_digest() -> bytes:
 
 def project_for(model: Model, design, data, board) -> Path:
     """A generated project for exactly these weights, this design and these HLS sources, reused across runs."""
-    digest = hashlib.sha256(data.weights.tobytes() + data.params.tobytes() + hls_sources_digest())
+    digest = hashlib.sha256(data.weights.tobytes() + data.params.tobytes() + data.head.words.tobytes()
+                            + data.head_params.tobytes() + hls_sources_digest())
     digest.update(json.dumps([design.to_json(), board.name]).encode())
     project = cache_root() / "projects" / digest.hexdigest()[:24]
     if not (project / "manifest.json").is_file():
@@ -87,12 +90,16 @@ class FpgaBackend:
         self.model = model
         board = load_board(os.environ.get("EDGEKIT_FPGA_BOARD", "kv260"))
         max_seq = min(context_length or model.config.max_seq_len, model.config.max_seq_len)
-        self.design = design_for(model.config, HlsConfig(max_seq=max_seq))
+        head_bits = os.environ.get("EDGEKIT_FPGA_HEAD_BITS", "4")
+        if head_bits not in ("8", "4", "2"):
+            raise ConfigError(f"EDGEKIT_FPGA_HEAD_BITS={head_bits!r} is not 8, 4 or 2")
+        head_bits = int(head_bits)
+        self.design = design_for(model.config, HlsConfig(max_seq=max_seq, head_bits=head_bits))
         data = extract_device_data(model, self.design)
         driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
                              else open_pynq_driver())
         self.session = FpgaSession(model, self.design, data, driver, allocator,
-                                   lm_head=os.environ.get("EDGEKIT_FPGA_LM_HEAD", "f32"))
+                                   lm_head=os.environ.get("EDGEKIT_FPGA_LM_HEAD", "fpga"))
 
     @property
     def position(self) -> int:
@@ -103,10 +110,10 @@ class FpgaBackend:
         return self.design.max_seq
 
     def prefill(self, tokens: Sequence[int]) -> np.ndarray:
-        return self.session.logits(self.session.run(tokens))
+        return self.session.prefill_logits(tokens)
 
     def decode(self, token: int) -> np.ndarray:
-        return self.session.logits(self.session.run([token]))[0]
+        return self.session.decode_logits(token)
 
     def reset(self) -> None:
         self.session.position = 0

@@ -39,8 +39,12 @@ class EkTopDriver:
         for name in ip.BUFFER_ARGS:
             self.write_register(name, buffers[name].device_address)
 
-    def start(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int) -> None:
-        for name, value in zip(ip.SCALAR_ARGS, (n_tokens, start_pos, layer_begin, layer_end)):
+    def start(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int, head_rows: int = 0,
+              write_logits: bool = False) -> None:
+        """Layers [layer_begin, layer_end) on n_tokens tokens from start_pos, then the LM head on the last
+        head_rows of them (top-k always, the logits rows when write_logits); no layers = a head-only call."""
+        values = (n_tokens, start_pos, layer_begin, layer_end, head_rows, int(write_logits))
+        for name, value in zip(ip.SCALAR_ARGS, values):
             self.write_register(name, value)
         self.write_register("CTRL", ip.AP_START)
 
@@ -51,8 +55,9 @@ class EkTopDriver:
                 raise GenerationError(f"ek_top did not finish within {self.timeout_s:.0f} s",
                                       fix="check the bitstream and the buffer addresses")
 
-    def run(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int) -> None:
-        self.start(n_tokens, start_pos, layer_begin, layer_end)
+    def run(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int, head_rows: int = 0,
+            write_logits: bool = False) -> None:
+        self.start(n_tokens, start_pos, layer_begin, layer_end, head_rows, write_logits)
         self.wait()
 
 

@@ -17,17 +17,28 @@ from edgekit.model.model import Model
 from edgekit.model.reference import ReferenceForward, rms_norm
 
 
+LOGIT_ROWS = 32                    # logits rows one head call writes back (evaluation only; decode returns top-k)
+
+
 def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
-    """Allocate the five device buffers, fill the constant ones and flush them to the device."""
+    """Allocate the device buffers (ek_top's arguments), fill the constant ones and flush them to the device."""
     kv_floats = design.layers * 2 * design.max_seq * design.kv_dim
+    k = design.hls.top_k
     buffers = {"weights": allocator.allocate(data.weights.shape, np.uint64),
                "params": allocator.allocate(data.params.shape, np.float32),
                "rope": allocator.allocate((data.rope.size,), np.float32),
                "kv": allocator.allocate((kv_floats,), np.float32),
-               "hbuf": allocator.allocate((design.max_seq, design.dim), np.float32)}
+               "hbuf": allocator.allocate((design.max_seq, design.dim), np.float32),
+               "head": allocator.allocate(data.head.words.shape, np.uint64),
+               "head_params": allocator.allocate(data.head_params.shape, np.float32),
+               "top_ids": allocator.allocate((LOGIT_ROWS, k), np.int32),
+               "top_logits": allocator.allocate((LOGIT_ROWS, k), np.float32),
+               "logits": allocator.allocate((LOGIT_ROWS, design.vocab), np.float32)}
     buffers["weights"][:] = data.weights
     buffers["params"][:] = data.params
     buffers["rope"][:] = data.rope.reshape(-1)
+    buffers["head"][:] = data.head.words
+    buffers["head_params"][:] = data.head_params
     for buffer in buffers.values():
         buffer.sync_to_device()
     return buffers
@@ -50,40 +61,77 @@ class Int8LmHead:
         return (sums.astype(np.float32) * a_scale * self.scale[None, :]).astype(np.float32)
 
 
-LM_HEADS = ("f32", "int8")
+LM_HEADS = ("fpga", "f32", "int8")   # on the fabric (ek_lmhead.h), or on the host in float32 / int8
 
 
 class FpgaSession:
-    """One sequence on the accelerator: `run(tokens)` -> final-layer hidden states, `logits(h)`."""
+    """One sequence on the accelerator: `run(tokens)` -> final-layer hidden states; `prefill_logits`,
+    `decode_logits` through the chosen LM head ("fpga": the device's head; "f32"/"int8": the host's)."""
 
     def __init__(self, model: Model, design: Design, data: DeviceData, driver: EkTopDriver, allocator,
-                 lm_head: str = "f32"):
+                 lm_head: str = "fpga"):
         if lm_head not in LM_HEADS:
-            raise ConfigError(f"LM head {lm_head!r} is not one of {LM_HEADS}", fix="use f32 or int8")
-        self.model, self.design, self.driver = model, design, driver
-        self.forward = ReferenceForward(model)     # host: embedding rows and the LM head only
+            raise ConfigError(f"LM head {lm_head!r} is not one of {LM_HEADS}", fix="use fpga, f32 or int8")
+        self.model, self.design, self.driver, self.lm_head = model, design, driver, lm_head
+        self.forward = ReferenceForward(model)     # host: embedding rows (and the host LM heads)
         self.int8_head = Int8LmHead(self.forward.weight(model.output_name)[0]) if lm_head == "int8" else None
         self.buffers = allocate_buffers(allocator, design, data)
         driver.set_buffers(self.buffers)
         self.position = 0
 
-    def run(self, tokens) -> np.ndarray:
-        """Hidden states [T, dim] after every layer for `tokens` at positions position, position + 1, ..."""
+    def run(self, tokens, head_rows: int = 0) -> np.ndarray:
+        """Hidden states [T, dim] after every layer for `tokens` at positions position, position + 1, ...;
+        the device's head then runs on the last `head_rows` of them (top-k only: `top_k`)."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if tokens.size == 0:
             raise GenerationError("no tokens to run: the prompt is empty")
         if self.position + tokens.size > self.design.max_seq:
             raise GenerationError(f"{self.position} cached + {tokens.size} new tokens exceed the device KV "
                                   f"cache of {self.design.max_seq}", fix="shorten the prompt or lower --max-tokens")
+        if not 0 <= head_rows <= min(tokens.size, LOGIT_ROWS):
+            raise GenerationError(f"head_rows {head_rows} must be in [0, {min(tokens.size, LOGIT_ROWS)}]")
         hbuf = self.buffers["hbuf"]
         hbuf[:tokens.size] = self.forward.rows("tok_embeddings", tokens)
         hbuf.sync_to_device()
-        self.driver.run(int(tokens.size), self.position, 0, self.design.layers)
+        self.driver.run(int(tokens.size), self.position, 0, self.design.layers, head_rows)
         hbuf.sync_from_device()
         self.position += int(tokens.size)
         return np.array(hbuf[:tokens.size], dtype=np.float32)
 
+    def top_k(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int32 [rows, k], logits float32 [rows, k]) the device's head wrote last, largest first."""
+        for name in ("top_ids", "top_logits"):
+            self.buffers[name].sync_from_device()
+        return np.array(self.buffers["top_ids"][:rows]), np.array(self.buffers["top_logits"][:rows])
+
+    def device_logits(self, n_rows: int) -> np.ndarray:
+        """Logits [n_rows, vocab] of hbuf rows [0, n_rows) from head-only calls, LOGIT_ROWS at a time."""
+        out = np.empty((n_rows, self.design.vocab), dtype=np.float32)
+        for start in range(0, n_rows, LOGIT_ROWS):
+            stop = min(n_rows, start + LOGIT_ROWS)
+            self.driver.run(stop, 0, 0, 0, stop - start, write_logits=True)
+            self.buffers["logits"].sync_from_device()
+            out[start:stop] = self.buffers["logits"][:stop - start]
+        return out
+
+    def prefill_logits(self, tokens) -> np.ndarray:
+        """Logits [T, vocab] of every prompt token (the runtime interface; evaluation reads them all)."""
+        hidden = self.run(tokens)
+        return self.device_logits(len(hidden)) if self.lm_head == "fpga" else self.logits(hidden)
+
+    def decode_logits(self, token: int) -> np.ndarray:
+        """Logits [vocab] of one step. With the device's head only its top-k come back: the other entries
+        are -inf, so greedy decoding is exact and sampling draws from the top-k (host sampling)."""
+        if self.lm_head != "fpga":
+            return self.logits(self.run([token]))[0]
+        self.run([token], head_rows=1)
+        ids, values = self.top_k(1)
+        logits = np.full(self.design.vocab, -np.inf, dtype=np.float32)
+        logits[ids[0]] = values[0]
+        return logits
+
     def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """The host's LM head ("f32" or "int8") on final-layer hidden states."""
         normed = rms_norm(hidden, self.model.tensors["norm"], self.model.config.norm_eps)
         if self.int8_head is None:
             return self.forward.logits(normed)

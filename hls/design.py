@@ -13,13 +13,20 @@ from edgekit.errors import ConfigError, UnsupportedModelError
 from edgekit.hls.packing import MATRICES, TritCode, ceil_div, matrix_words
 from edgekit.model.config import ModelConfig
 
+HEAD_BITS = (8, 4, 2)
+
 
 @dataclass(frozen=True)
 class HlsConfig:
     """Engine knobs. `group` trits per table index (G), `half_table` sign bit + (3^G+1)/2 entries,
     `lanes` parallel lookups (rows a cycle), `tile_tokens` prefill tile, `key_block` attention block,
     `attn_macs` float multiply-adds a cycle in attention (the unroll of its head_dim loops), `max_seq` KV
-    cache length on the device (0: the model's)."""
+    cache length on the device (0: the model's).
+
+    The on-chip LM head (ek_lmhead.h): `head_bits` per weight (symmetric codes, 8, 4 or 2), one uint8
+    sub-scale per `head_group` weights of a row and a float32 scale per row; `head_lanes` rows a cycle,
+    each lane one 64-bit word (64 / head_bits MACs) a cycle; `top_k` (index, logit) pairs per token
+    return to the host (fused argmax / top-k)."""
 
     group: int = 3
     half_table: bool = True
@@ -28,16 +35,27 @@ class HlsConfig:
     key_block: int = 16
     attn_macs: int = 16
     max_seq: int = 0
+    head_bits: int = 4
+    head_group: int = 64
+    head_lanes: int = 8
+    top_k: int = 8
     version: int = 1
 
     def __post_init__(self) -> None:
         limits = {"group": (1, 6), "lanes": (1, 256), "tile_tokens": (1, 128), "key_block": (1, 1024),
-                  "attn_macs": (1, 256)}
+                  "attn_macs": (1, 256), "head_group": (8, 4096), "head_lanes": (1, 64), "top_k": (1, 64)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ConfigError(f"HlsConfig.{name} must be an integer in [{lo}, {hi}], got {value!r}",
                                   fix=f"pass --{name.replace('_', '-')} within the range")
+        if self.head_bits not in HEAD_BITS:
+            raise ConfigError(f"HlsConfig.head_bits must be one of {HEAD_BITS}, got {self.head_bits!r}",
+                              fix="pass --head-bits 8, 4 or 2")
+        if self.head_group % (64 // self.head_bits):
+            raise ConfigError(f"HlsConfig.head_group {self.head_group} must be a multiple of "
+                              f"{64 // self.head_bits} (the {self.head_bits}-bit codes in one 64-bit word)",
+                              fix="pass --head-group 64 or 128")
         if self.max_seq < 0:
             raise ConfigError(f"HlsConfig.max_seq must be >= 0, got {self.max_seq}")
         if self.version != 1:
@@ -107,6 +125,29 @@ class Design:
         return ceil_div(max(self.dim, self.q_dim, self.hidden), self.hls.group)
 
     @property
+    def head_codes_per_word(self) -> int:
+        return 64 // self.hls.head_bits
+
+    @property
+    def head_groups(self) -> int:
+        """Sub-scale groups of a head row (the row is padded with zero weights to whole groups)."""
+        return ceil_div(self.dim, self.hls.head_group)
+
+    @property
+    def head_row_words(self) -> int:
+        """64-bit words of one head row: uint8 sub-scales (8 a word), then the codes (ek_lmhead.h)."""
+        return ceil_div(self.head_groups, 8) + self.head_groups * self.hls.head_group // self.head_codes_per_word
+
+    @property
+    def head_rows(self) -> int:
+        """Vocabulary rows padded to whole lane blocks."""
+        return ceil_div(self.vocab, self.hls.head_lanes) * self.hls.head_lanes
+
+    @property
+    def head_words(self) -> int:
+        return self.head_rows * self.head_row_words
+
+    @property
     def inv_sqrt_head_dim(self) -> np.float32:
         return np.float32(1.0) / np.sqrt(np.float32(self.head_dim))
 
@@ -118,6 +159,9 @@ def design_for(config: ModelConfig, hls: HlsConfig) -> Design:
     """The design for a model; refuses what the engine cannot run, naming the limit."""
     check_model(config)
     max_seq = hls.max_seq or config.max_seq_len
+    if config.vocab_size < hls.top_k:
+        raise ConfigError(f"top_k {hls.top_k} exceeds the vocabulary of {config.vocab_size}",
+                          fix=f"pass --top-k <= {config.vocab_size}")
     if max_seq > config.max_seq_len:
         raise ConfigError(f"max_seq {max_seq} exceeds the model's context of {config.max_seq_len}",
                           fix=f"pass --max-seq <= {config.max_seq_len}")

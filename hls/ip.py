@@ -30,15 +30,16 @@ def _build_register_map() -> dict[str, Register]:
     regs = [Register("CTRL", 0x00, 32), Register("GIER", 0x04, 32), Register("IP_IER", 0x08, 32),
             Register("IP_ISR", 0x0C, 32)]
     offset = 0x10
-    for name in ("weights", "params", "rope", "kv", "hbuf"):
+    for name in BUFFER_ARGS:
         regs.append(Register(name, offset, 64))
         offset += 12
-    for name in ("n_tokens", "start_pos", "layer_begin", "layer_end"):
+    for name in SCALAR_ARGS:
         regs.append(Register(name, offset, 32))
         offset += 8
     return {r.name: r for r in regs}
 
 
+# ek_top's arguments in order: the layers' buffers, then the LM head's (ek_lmhead.h), then the scalars.
+BUFFER_ARGS = ("weights", "params", "rope", "kv", "hbuf", "head", "head_params", "top_ids", "top_logits", "logits")
+SCALAR_ARGS = ("n_tokens", "start_pos", "layer_begin", "layer_end", "head_rows", "write_logits")
 REGISTER_MAP: dict[str, Register] = _build_register_map()
-BUFFER_ARGS = ("weights", "params", "rope", "kv", "hbuf")
-SCALAR_ARGS = ("n_tokens", "start_pos", "layer_begin", "layer_end")

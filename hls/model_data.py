@@ -9,6 +9,7 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.hls.design import Design
+from edgekit.hls.lm_head import HeadData, quantize_head
 from edgekit.hls.packing import MATRICES, pack_matrix
 from edgekit.model.model import Model
 from edgekit.model.reference import ReferenceForward, rope_inv_freq
@@ -20,6 +21,16 @@ class DeviceData:
     weights: np.ndarray             # uint64 [layers * layer_words]
     params: np.ndarray              # float32 [layers * layer_params]
     rope: np.ndarray                # float32 [max_seq, head_dim / 2, 2] (cos, sin)
+    head: HeadData                  # the on-chip LM head (hls/lm_head.py)
+    head_params: np.ndarray         # float32 [dim + head_rows]: final norm weight, row scales
+
+
+def head_data(model: Model, design: Design, forward: ReferenceForward) -> tuple[HeadData, np.ndarray]:
+    weight, post_scale = forward.weight(model.output_name)
+    head = quantize_head(np.asarray(weight, dtype=np.float32), design, post_scale)
+    forward.forget(model.output_name)
+    norm = np.asarray(model.tensors["norm"], dtype=np.float32).reshape(-1)
+    return head, np.concatenate([norm, head.row_scales]).astype(np.float32)
 
 
 def ternary_matrix(forward: ReferenceForward, name: str) -> tuple[np.ndarray, np.float32]:
@@ -64,5 +75,6 @@ def extract_device_data(model: Model, design: Design) -> DeviceData:
             blobs.append(pack_matrix(trits[key], design.code, design.hls.lanes))
         params.append(layer_params(model, design, layer, scales))
         forward.forget()
+    head, head_params = head_data(model, design, forward)
     return DeviceData(trits=trits, weights=np.concatenate(blobs), params=np.concatenate(params),
-                      rope=rope_table(model, design.max_seq))
+                      rope=rope_table(model, design.max_seq), head=head, head_params=head_params)

@@ -160,3 +160,23 @@ class HlsReference:
             h = self.attention_block(h, layer, positions)
             h = self.ffn_block(h, layer)
         return h
+
+
+def lm_head_logits(h: np.ndarray, norm_weight: np.ndarray, eps: np.float32, codes: np.ndarray,
+                   sub_scales: np.ndarray, row_scales: np.ndarray, vocab: int) -> np.ndarray:
+    """ek_lmhead.h on hidden states h [T, dim]: final RMSNorm, absmax int8, the exact integer row sums
+    acc_r = sum_g u_g sum_i c_i q_i, then float(acc_r) * a_scale * S_r -> logits [T, vocab] float32."""
+    x = rms_norm(np.asarray(h, dtype=F32), norm_weight, eps)
+    q, a_scale = quantize_absmax(x)                                         # [T, dim] int64, [T]
+    gs = codes.shape[1] // sub_scales.shape[1]
+    qp = np.zeros((q.shape[0], codes.shape[1]), dtype=np.int64)
+    qp[:, :q.shape[1]] = q
+    weights = codes.astype(np.int64) * np.repeat(sub_scales.astype(np.int64), gs, axis=1)   # [rows, dim_pad]
+    acc = qp @ weights.T                                                    # exact int64 = the 48-bit sums
+    return (acc.astype(F32) * a_scale[:, None] * row_scales[None, :])[:, :vocab].astype(F32)
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int32 [T, k], logits float32 [T, k]) largest first, ties to the lower id (ek_lmhead.h's insertion)."""
+    order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    return order.astype(np.int32), np.take_along_axis(logits, order, axis=-1).astype(F32)

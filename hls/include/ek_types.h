@@ -22,7 +22,8 @@ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // Work counters for C simulation (never in synthesis): how many pipelined iterations each engine ran, so
 // tests can hold the cycle model (fpga/estimate.py) to the code. Slots: see EK_COUNTER_* below.
-enum { EK_COUNTER_TLMM = 0, EK_COUNTER_TABLES = 1, EK_COUNTER_ATTN_MACS = 2, EK_COUNTER_CALLS = 3, EK_COUNTERS = 8 };
+enum { EK_COUNTER_TLMM = 0, EK_COUNTER_TABLES = 1, EK_COUNTER_ATTN_MACS = 2, EK_COUNTER_CALLS = 3, EK_COUNTER_HEAD = 4,
+       EK_COUNTERS = 8 };
 #if defined(__SYNTHESIS__)
 #define EK_COUNT(slot, n)
 #else

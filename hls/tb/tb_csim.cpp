@@ -9,14 +9,26 @@
 
 #include "ek_config.h"
 #include "ek_layer.h"
+#include "ek_lmhead.h"
 
 extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
-                       int n_tokens, int start_pos, int layer_begin, int layer_end);
+                       const ek::word_t* head, const float* head_params, int* top_ids, float* top_logits,
+                       float* logits, int n_tokens, int start_pos, int layer_begin, int layer_end, int head_rows,
+                       int write_logits);
 
 using ek::EkConfig;
 typedef ek::Layout<EkConfig> Lay;
 typedef ek::Engine<EkConfig> Eng;
-static const int TT = EkConfig::kTileTokens;
+static const int TT = EkConfig::kTileTokens, K = EkConfig::kTopK, V = EkConfig::kVocab;
+
+static std::vector<ek::word_t> read_words(const std::string& path);
+
+// The device's head outputs for `rows` headed tokens.
+struct HeadOut {
+    std::vector<int> ids;
+    std::vector<float> top, logits;
+    explicit HeadOut(int rows) : ids(rows * K, -7), top(rows * K, 0.0f), logits((size_t)rows * V, 0.0f) {}
+};
 
 template <typename T>
 static std::vector<T> read_file(const std::string& path) {
@@ -114,13 +126,39 @@ static void test_attention(const std::map<std::string, int>& meta) {
     check("attention", got.data(), want.data(), (long)got.size());
 }
 
+static void check_head(const std::string& prefix, const HeadOut& out, int rows, bool logits) {
+    std::vector<int32_t> want_ids = read_file<int32_t>("golden/" + prefix + "_top_ids.bin");
+    std::vector<float> want_top = read_file<float>("golden/" + prefix + "_top_logits.bin");
+    check((prefix + "_top_ids").c_str(), out.ids.data(), want_ids.data(), (long)rows * K);
+    check((prefix + "_top_logits").c_str(), out.top.data(), want_top.data(), (long)rows * K);
+    if (logits) {
+        std::vector<float> want = read_file<float>("golden/" + prefix + "_logits.bin");
+        check((prefix + "_logits").c_str(), out.logits.data(), want.data(), (long)rows * V);
+    }
+}
+
+// The LM head kernel alone on hidden rows (row 0 all zeros: every logit 0, ties go to the lower id).
+static void test_head(const std::vector<ek::word_t>& head, const std::vector<float>& head_params,
+                      const std::map<std::string, int>& meta) {
+    std::vector<float> x = read_file<float>("golden/head_x.bin");
+    const int rows = meta.at("head_rows");
+    HeadOut out(rows);
+    for (int r = 0; r < rows; ++r)
+        ek::Head<EkConfig>::run_row(head.data(), head_params.data(), &x[(size_t)r * Lay::kD], &out.ids[r * K],
+                                    &out.top[r * K], &out.logits[(size_t)r * V], true);
+    check_head("head", out, rows, true);
+}
+
 // The top function: layer 0 alone on the prompt, then every layer on the prompt and one decode step.
-static void test_top(const std::vector<ek::word_t>& weights, const std::map<std::string, int>& meta) {
+static void test_top(const std::vector<ek::word_t>& weights, const std::vector<ek::word_t>& head,
+                     const std::vector<float>& head_params, const std::map<std::string, int>& meta) {
     std::vector<float> params = read_file<float>("data/params.bin"), rope = read_file<float>("data/rope.bin");
     std::vector<float> h0 = read_file<float>("golden/prompt_h.bin");
     const int n = meta.at("prompt_tokens");
     std::vector<float> kv((size_t)EkConfig::kLayers * Lay::kKvLayer, 0.0f), h = h0;
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), n, 0, 0, 1);
+    HeadOut none(1), prompt(n), step(1);
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
+           none.ids.data(), none.top.data(), none.logits.data(), n, 0, 0, 1, 0, 0);
     std::vector<float> want = read_file<float>("golden/layer0_h.bin");
     check("layer0_prefill", h.data(), want.data(), (long)h.size());
     std::vector<float> want_kv = read_file<float>("golden/layer0_kv.bin");
@@ -128,28 +166,40 @@ static void test_top(const std::vector<ek::word_t>& weights, const std::map<std:
 
     std::fill(kv.begin(), kv.end(), 0.0f);
     h = h0;
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), n, 0, 0, EkConfig::kLayers);
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
+           prompt.ids.data(), prompt.top.data(), prompt.logits.data(), n, 0, 0, EkConfig::kLayers, n, 1);
     want = read_file<float>("golden/model_prefill_h.bin");
     check("model_prefill", h.data(), want.data(), (long)h.size());
+    check_head("prefill_head", prompt, n, true);
     std::vector<float> hd = read_file<float>("golden/decode_in.bin");
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), hd.data(), 1, n, 0, EkConfig::kLayers);
+    ek_top(weights.data(), params.data(), rope.data(), kv.data(), hd.data(), head.data(), head_params.data(),
+           step.ids.data(), step.top.data(), step.logits.data(), 1, n, 0, EkConfig::kLayers, 1, 0);
     want = read_file<float>("golden/decode_out.bin");
     check("model_decode", hd.data(), want.data(), (long)hd.size());
+    check_head("decode_head", step, 1, false);   // top-k only: the logits row stays unwritten
+    bool untouched = true;
+    for (float v : step.logits) untouched = untouched && v == 0.0f;
+    std::printf("%s decode_logits_untouched\n", untouched ? "PASS" : "FAIL");
+    failures += untouched ? 0 : 1;
+}
+
+static std::vector<ek::word_t> read_words(const std::string& path) {
+    std::vector<uint64_t> raw = read_file<uint64_t>(path);
+    std::vector<ek::word_t> words(raw.size());
+    std::memcpy((void*)words.data(), raw.data(), raw.size() * sizeof(uint64_t));
+    return words;
 }
 
 int main() {
     std::map<std::string, int> meta = read_meta("golden/meta.txt");
-    std::vector<ek::word_t> weights;
-    {
-        std::vector<uint64_t> raw = read_file<uint64_t>("data/weights.bin");
-        weights.resize(raw.size());
-        std::memcpy((void*)weights.data(), raw.data(), raw.size() * sizeof(uint64_t));
-    }
+    std::vector<ek::word_t> weights = read_words("data/weights.bin"), head = read_words("data/head.bin");
+    std::vector<float> head_params = read_file<float>("data/head_params.bin");
     test_exp();
     test_quant();
     test_tlmm(weights);
     test_attention(meta);
-    test_top(weights, meta);
+    test_head(head, head_params, meta);
+    test_top(weights, head, head_params, meta);
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
     return failures;
 }

@@ -27,8 +27,10 @@ from edgekit.runtime import generate_tokens, open_backend
 def test_register_map_follows_the_vitis_layout():
     offsets = {name: reg.offset for name, reg in ip.REGISTER_MAP.items()}
     assert offsets == {"CTRL": 0x00, "GIER": 0x04, "IP_IER": 0x08, "IP_ISR": 0x0C, "weights": 0x10,
-                       "params": 0x1C, "rope": 0x28, "kv": 0x34, "hbuf": 0x40, "n_tokens": 0x4C,
-                       "start_pos": 0x54, "layer_begin": 0x5C, "layer_end": 0x64}
+                       "params": 0x1C, "rope": 0x28, "kv": 0x34, "hbuf": 0x40, "head": 0x4C,
+                       "head_params": 0x58, "top_ids": 0x64, "top_logits": 0x70, "logits": 0x7C,
+                       "n_tokens": 0x88, "start_pos": 0x90, "layer_begin": 0x98, "layer_end": 0xA0,
+                       "head_rows": 0xA8, "write_logits": 0xB0}
 
 
 def test_exact_register_traffic_of_one_call():
@@ -36,16 +38,18 @@ def test_exact_register_traffic_of_one_call():
     buffers = {name: allocator.allocate((1024,), np.float32) for name in ip.BUFFER_ARGS}
     driver = EkTopDriver(device)
     driver.set_buffers(buffers)
-    driver.run(n_tokens=5, start_pos=7, layer_begin=0, layer_end=8)
-    addresses = [0x1_2345_0000 + i * 4096 for i in range(5)]
+    driver.run(n_tokens=5, start_pos=7, layer_begin=0, layer_end=8, head_rows=1)
+    addresses = [0x1_2345_0000 + i * 4096 for i in range(10)]
     expected = []
-    for offset, address in zip((0x10, 0x1C, 0x28, 0x34, 0x40), addresses):
+    for offset, address in zip(range(0x10, 0x88, 12), addresses):
         expected += [("write", offset, address & 0xFFFF_FFFF), ("write", offset + 4, address >> 32)]
-    expected += [("write", 0x4C, 5), ("write", 0x54, 7), ("write", 0x5C, 0), ("write", 0x64, 8),
+    expected += [("write", 0x88, 5), ("write", 0x90, 7), ("write", 0x98, 0), ("write", 0xA0, 8),
+                 ("write", 0xA8, 1), ("write", 0xB0, 0),
                  ("write", 0x00, ip.AP_START), ("read", 0x00, ip.AP_DONE | ip.AP_IDLE | ip.AP_READY)]
     assert device.log == expected
     assert device.starts == 1
     assert device.register("hbuf") == addresses[4]
+    assert device.register("logits") == addresses[9]
 
 
 def test_done_clears_on_read_and_bad_writes_are_refused():
@@ -77,7 +81,7 @@ def test_csim_device_runs_the_driver_bit_exactly(csim_setup):
     model, design, data, library = csim_setup
     allocator = HostAllocator()
     device = CsimDevice(library, allocator)
-    session = FpgaSession(model, design, data, EkTopDriver(device), allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator, lm_head="f32")
     ref = HlsReference(design, data.trits, data.params, data.rope)
     prompt = model.tokenizer.encode("Once upon a time, there was a little")   # several prefill tiles
     h = session.run(prompt)
@@ -87,13 +91,57 @@ def test_csim_device_runs_the_driver_bit_exactly(csim_setup):
         want = ref.run(session.forward.rows("tok_embeddings", np.asarray([token])), len(prompt) + step)
         np.testing.assert_array_equal(session.run([token]), want)
     assert device.starts == 3
-    assert [entry[1] for entry in device.log if entry[0] == "write"][:10] == [
-        0x10, 0x14, 0x1C, 0x20, 0x28, 0x2C, 0x34, 0x38, 0x40, 0x44]
+    assert [entry[1] for entry in device.log if entry[0] == "write"][:20] == [
+        offset + half for offset in range(0x10, 0x88, 12) for half in (0, 4)]
+
+
+@pytest.mark.slow
+def test_the_fabric_lm_head_runs_through_the_driver_bit_exactly(csim_setup):
+    """The device's head: every prefill row's logits, then decode steps returning only the top-k."""
+    from edgekit.hls.reference import lm_head_logits, top_k
+
+    model, design, data, library = csim_setup
+    allocator = HostAllocator()
+    device = CsimDevice(library, allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator)          # lm_head="fpga"
+    ref = HlsReference(design, data.trits, data.params, data.rope)
+
+    def twin(h):
+        return lm_head_logits(h, data.head_params[:design.dim], np.float32(design.norm_eps), data.head.codes,
+                              data.head.sub_scales, data.head.row_scales, design.vocab)
+
+    prompt = model.tokenizer.encode("Once upon a time, there was a little")
+    logits = session.prefill_logits(prompt)
+    h = ref.run(session.forward.rows("tok_embeddings", np.asarray(prompt)), 0)
+    np.testing.assert_array_equal(logits, twin(h))
+    token, position = int(logits[-1].argmax()), len(prompt)
+    for _ in range(3):
+        got = session.decode_logits(token)
+        want_ids, want_values = top_k(twin(ref.run(session.forward.rows("tok_embeddings", np.asarray([token])),
+                                                   position)), design.hls.top_k)
+        ids, values = session.top_k(1)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(values, want_values)
+        assert np.isfinite(got).sum() == design.hls.top_k and got.argmax() == want_ids[0, 0]
+        token, position = int(want_ids[0, 0]), position + 1
+    # the decode step's head: one code word of every lane a cycle, every row block once
+    assert device.counters()["head_cycles"] > 0
+
+
+def test_head_rows_beyond_the_logits_buffer_are_refused(csim_setup):
+    from edgekit.errors import GenerationError
+
+    model, design, data, library = csim_setup
+    allocator = HostAllocator()
+    session = FpgaSession(model, design, data, EkTopDriver(CsimDevice(library, allocator)), allocator)
+    with pytest.raises(GenerationError, match="head_rows 3 must be in"):
+        session.run([1, 2], head_rows=3)
 
 
 @pytest.mark.slow
 def test_fpga_backend_generates_the_reference_text(models, monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEKIT_FPGA_DEVICE", "csim")
+    monkeypatch.setenv("EDGEKIT_FPGA_LM_HEAD", "f32")             # the host's float head: the reference's logits
     model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
     prompt = model.tokenizer.encode("Once upon a time")
     sampling = SamplingConfig(temperature=0.0)

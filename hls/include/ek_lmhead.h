@@ -1,0 +1,127 @@
+// edgekit HLS: the LM head on the fabric, fused with argmax / top-k (only K (id, logit) pairs per token
+// return to the host; the full logits row is written only when the host asks, for evaluation).
+//
+// Weights are group-quantized (hls/lm_head.py writes them): per row r, codes c of kBits bits (symmetric,
+// two's complement; 8, 4 or 2 bits), one uint8 sub-scale u_g per kGroup weights and one float32 row
+// scale S_r in head_params. The chain per token: final RMSNorm -> per-token absmax int8 q -> exact
+// integer row sums acc_r = sum_g u_g * sum_{i in g} c_i q_i (48-bit) -> logit_r = float(acc_r) * a_scale
+// * S_r -> top-k insertion. kLanes rows run in parallel; each lane takes one 64-bit word (64 / kBits
+// MACs with the shared activations) a cycle. hls/reference.py lm_head_logits and top_k are the twin.
+//
+// DDR layout: word[row_block][column][lane] like ek_tlmm.h; a row is kSubWords words of sub-scales (byte
+// g at bits 8 (g % 8)) then kCodeWords words of codes (field j at bits j kBits, LSB-first).
+// head_params (float32): the final RMSNorm weight [dim], then the row scales [kRowBlocks * kLanes].
+#pragma once
+#include "ek_quant.h"
+#include "ek_tlmm.h"
+#include "ek_types.h"
+
+namespace ek {
+
+typedef ap_int<48> head_acc_t;   // a DSP48E2 accumulator; hls/lm_head.py checks the bound
+
+template <class C>
+struct HeadLayout {
+    static constexpr int kBits = C::kHeadBits, kPerWord = 64 / kBits, kGroup = C::kHeadGroup;
+    static constexpr int kLanes = C::kHeadLanes, kTopK = C::kTopK, kVocab = C::kVocab;
+    static constexpr int kGroups = ceil_div(C::kDim, kGroup), kPadDim = kGroups * kGroup;
+    static constexpr int kSubWords = ceil_div(kGroups, 8), kCodeWords = kPadDim / kPerWord;
+    static constexpr int kWordsPerGroup = kGroup / kPerWord, kRowWords = kSubWords + kCodeWords;
+    static constexpr int kRowBlocks = ceil_div(kVocab, kLanes);
+    static constexpr int kRowScales = C::kDim;   // offset of the row scales in head_params
+    static_assert(kGroup % kPerWord == 0, "a sub-scale group must be whole code words");
+};
+
+// Field j of a code word as a signed BITS-bit integer.
+template <int BITS>
+inline int code_at(const word_t& word, int j) {
+    const int v = (int)(unsigned)((word >> (j * BITS)) & (word_t)((1u << BITS) - 1u));
+    return v >= (1 << (BITS - 1)) ? v - (1 << BITS) : v;
+}
+
+// Keep the K largest (value, id) seen so far, largest first; a later equal value ranks after (stable).
+// A shift register of K compare-and-shift cells, unrolled: the same result as numpy's stable argsort.
+template <int K>
+inline void topk_insert(int ids[K], float vals[K], int id, float v) {
+    for (int p = K - 1; p >= 0; --p) {
+#pragma HLS UNROLL
+        if (v > vals[p]) {
+            const bool shift = p > 0 && v > vals[p - 1];
+            vals[p] = shift ? vals[p - 1] : v;
+            ids[p] = shift ? ids[p - 1] : id;
+        }
+    }
+}
+
+template <class C>
+struct Head {
+    typedef HeadLayout<C> H;
+
+    // One hidden row x[dim] -> top-k (ids, logits), and the logits row when `write_logits`.
+    static void run_row(const word_t* w, const float* hp, const float x[C::kDim], int* top_ids, float* top_logits,
+                        float* logits, bool write_logits) {
+        static float xn[C::kDim];
+        static act_t q[H::kPadDim];
+#pragma HLS ARRAY_PARTITION variable = q cyclic factor = H::kPerWord
+        rms_norm<C::kDim>(x, hp, C::kNormEps, xn);
+        const float a_scale = quantize_absmax<C::kDim>(xn, q);
+        for (int i = C::kDim; i < H::kPadDim; ++i) q[i] = 0;
+        int ids[H::kTopK];
+        float vals[H::kTopK];
+#pragma HLS ARRAY_PARTITION variable = ids complete
+#pragma HLS ARRAY_PARTITION variable = vals complete
+        for (int k = 0; k < H::kTopK; ++k) {
+            ids[k] = -1;
+            vals[k] = -INFINITY;
+        }
+        static word_t tiles[2][H::kRowWords * H::kLanes];
+#pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = EK_TILE_STORAGE
+        load_row_block<H::kRowWords, H::kLanes>(w, 0, tiles[0]);
+        for (int rb = 0; rb < H::kRowBlocks; ++rb) {
+            if (rb + 1 < H::kRowBlocks) load_row_block<H::kRowWords, H::kLanes>(w, rb + 1, tiles[(rb + 1) & 1]);
+            const word_t* tile = tiles[rb & 1];
+            head_acc_t acc[H::kLanes];
+            int dot[H::kLanes];
+#pragma HLS ARRAY_PARTITION variable = acc complete
+#pragma HLS ARRAY_PARTITION variable = dot complete
+            for (int l = 0; l < H::kLanes; ++l) {
+                acc[l] = 0;
+                dot[l] = 0;
+            }
+            EK_COUNT(EK_COUNTER_HEAD, H::kCodeWords);       // one code word of every lane a cycle
+            for (int c = 0; c < H::kCodeWords; ++c) {
+#pragma HLS PIPELINE II = 1
+                const int g = c / H::kWordsPerGroup;
+                for (int l = 0; l < H::kLanes; ++l) {
+#pragma HLS UNROLL
+                    const word_t word = tile[(H::kSubWords + c) * H::kLanes + l];
+                    int sum = 0;
+                    for (int j = 0; j < H::kPerWord; ++j) {
+#pragma HLS UNROLL
+                        sum += code_at<H::kBits>(word, j) * (int)q[c * H::kPerWord + j];
+                    }
+                    dot[l] += sum;
+                    if (c % H::kWordsPerGroup == H::kWordsPerGroup - 1) {   // group done: times its sub-scale
+                        const int u = (int)(unsigned)((tile[(g / 8) * H::kLanes + l] >> ((g % 8) * 8)) & (word_t)0xFFu);
+                        acc[l] += (head_acc_t)u * dot[l];
+                        dot[l] = 0;
+                    }
+                }
+            }
+            for (int l = 0; l < H::kLanes; ++l) {
+                const int row = rb * H::kLanes + l;
+                if (row < H::kVocab) {
+                    const float v = (float)acc[l].to_int64() * a_scale * hp[H::kRowScales + row];
+                    if (write_logits) logits[row] = v;
+                    topk_insert<H::kTopK>(ids, vals, row, v);
+                }
+            }
+        }
+        for (int k = 0; k < H::kTopK; ++k) {
+            top_ids[k] = ids[k];
+            top_logits[k] = vals[k];
+        }
+    }
+};
+
+}  // namespace ek
