@@ -12,6 +12,9 @@ subclassing and overriding only `linear`.
     h = stack.run_layers(h, k, L, positions, cache2) # cloud half, its own cache
     logits = stack.final_logits(h)                   # final norm + output head  [T, vocab]
 
+`LayerStack(model, linears="triton", device="cuda")` runs the linears on the Triton kernels for the same
+packed bytes instead (`triton_kernels.TritonLinear`, the cloud's GPU path); "cpu" (default) is the LUT kernels, "numpy" their numpy reference (for tests).
+
 A cache always has every layer's slot (each side fills only its own layers): simple indexing, at the
 cost of unused memory on tiny models; the memory per side is what `KVCache` allocates.
 """
@@ -22,18 +25,27 @@ import numpy as np
 
 from edgekit.errors import ConfigError, GenerationError
 from edgekit.formats import QuantizedTensor
-from edgekit.kernels import PreparedLinear, prepare_linear
+from edgekit.formats import get_format
+from edgekit.kernels import PreparedLinear, prepare_linear, reference
+from edgekit.kernels.api import as_quantized
 from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
 from edgekit.model.reference import KVCache, ReferenceForward, apply_rope, bitlinear_norm, check_tokens
 
 
+LINEAR_BACKENDS = ("cpu", "triton", "numpy")   # numpy: edgekit.kernels.reference, the oracle of both
+
+
 class LayerStack(ReferenceForward):
     """`ReferenceForward` whose linear layers run on edgekit's kernels, callable by layer range."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, linears: str = "cpu", device: str = "cpu"):
         super().__init__(model)
+        if linears not in LINEAR_BACKENDS:
+            raise ConfigError(f"linears={linears!r} is not one of {list(LINEAR_BACKENDS)}",
+                              fix="use 'cpu' (LUT kernels), 'triton' (GPU kernels; TRITON_INTERPRET=1 on CPU) or 'numpy'")
         self.act_quant = "int8_absmax" if self.config.act_quant == "int8_absmax" else "none"
+        self.linears, self.device = linears, device
         self._kernels: dict[str, tuple[PreparedLinear, np.float32]] = {}
 
     @property
@@ -53,8 +65,17 @@ class LayerStack(ReferenceForward):
                 weight = np.ascontiguousarray(materialize(weight), dtype=np.float32)
                 if self.config.ternary_weights and name + ".scale" in self.w:
                     post = np.float32(self.w[name + ".scale"])
-            self._kernels[name] = (prepare_linear(weight, act_quant or self.act_quant), post)
+            self._kernels[name] = (self._prepare(weight, act_quant or self.act_quant), post)
         return self._kernels[name]
+
+    def _prepare(self, weight, act_quant: str):
+        if self.linears == "triton":
+            from edgekit.cloud_bridge.triton_kernels import TritonLinear
+
+            return TritonLinear(weight, act_quant, self.device)
+        if self.linears == "numpy":
+            return _reference_linear(weight, act_quant)
+        return prepare_linear(weight, act_quant)
 
     def linear(self, x: np.ndarray, name: str, bias: str | None = None) -> np.ndarray:
         """Same contract as ReferenceForward.linear (x [T, in] -> [T, out]), computed by the kernels."""
@@ -145,6 +166,24 @@ class LayerStack(ReferenceForward):
         if len(positions) and int(positions[-1]) >= cache.max_len:
             raise GenerationError(f"position {int(positions[-1])} exceeds the context of {cache.max_len} tokens",
                                   fix="start a new session or raise the context length")
+
+
+def _reference_linear(weight, act_quant: str):
+    """The numpy reference kernels (edgekit.kernels.reference) with PreparedLinear's call contract."""
+    tensor = as_quantized(weight)
+
+    def call(x: np.ndarray) -> np.ndarray:
+        if get_format(tensor.format).kind == "float":
+            w = reference.float_weights(tensor)
+            if act_quant == "int8_absmax":
+                q, a_scale = reference.quantize_absmax_int8(x)
+                return reference.linear_float(w, q.astype(np.float32)) * a_scale[:, None]
+            return reference.linear_float(w, x)
+        q, a_scale = reference.quantize_absmax_int8(x)
+        padded = np.zeros((x.shape[0], tensor.padded_cols), dtype=np.int8)
+        padded[:, : tensor.cols] = q
+        return reference.linear_int8(tensor, padded, a_scale)
+    return call
 
 
 class _Unlimited:

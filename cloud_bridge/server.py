@@ -46,8 +46,12 @@ class ServerConfig:
     idle_timeout_s: float = 300.0
     max_batch: int = 16
     batch_window_ms: float = 1.0
+    kernels: str = "auto"               # auto: Triton on a CUDA device (or under TRITON_INTERPRET=1), else cpu
 
     def __post_init__(self) -> None:
+        if self.kernels not in ("auto", "cpu", "triton"):
+            raise ConfigError(f"kernels={self.kernels!r} is not one of auto, cpu, triton",
+                              fix="use auto (Triton when a CUDA device exists), cpu (LUT kernels) or triton")
         if not self.token or len(self.token) < 8:
             raise ConfigError("the bearer token must have at least 8 characters",
                               fix="pass --token-file with a long random token (e.g. `openssl rand -hex 16`)")
@@ -97,7 +101,7 @@ class BridgeServer:
 
     def __init__(self, model: Model, config: ServerConfig):
         self.model, self.config = model, config
-        self.stack = LayerStack(model)
+        self.stack = cloud_stack(model, config.kernels)
         self.fingerprint = model_fingerprint(model)
         self.max_context = min(config.max_context or model.config.max_seq_len, model.config.max_seq_len)
         self.sessions: dict[str, Session] = {}
@@ -228,6 +232,22 @@ class BridgeServer:
             raise result
         self.metrics.tokens.labels(where="cloud").inc()
         return _token_frame(request_id, result, self.queue.qsize())
+
+
+def cloud_stack(model: Model, kernels: str = "auto") -> LayerStack:
+    """The cloud's LayerStack: Triton kernels on the GPU when one exists (or under TRITON_INTERPRET=1 on the
+    CPU, for tests), else edgekit's LUT kernels; `kernels` cpu/triton forces one."""
+    from edgekit.cloud_bridge.triton_kernels import default_device, triton_available
+
+    device = default_device()
+    if kernels == "triton":
+        if not triton_available():
+            raise ConfigError("kernels=triton but Triton is not installed", fix='pip install "edgekit[bridge-gpu]"')
+        device = device or "cpu"
+    if kernels == "cpu" or device is None:
+        return LayerStack(model)
+    logger.info("cloud linears on Triton kernels (%s)", device)
+    return LayerStack(model, linears="triton", device=device)
 
 
 class _Refusal(Exception):
