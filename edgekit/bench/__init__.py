@@ -36,9 +36,10 @@ def write_documents(report: BenchReport, markdown_path: Path) -> list[Path]:
 
 
 def run_bench(config: BenchConfig, markdown_path: Path | str | None = None,
-              progress: Progress | None = None) -> BenchOutcome:
-    """Measure `config`, save results.json, and (with `markdown_path`) regenerate the markdown and plots."""
-    report = run_benchmarks(config, progress)
+              progress: Progress | None = None, resume: bool = False) -> BenchOutcome:
+    """Measure `config`, save results.json (after every cell; `resume` keeps the cells an earlier run of the
+    same output dir measured, see run_benchmarks), and (with `markdown_path`) regenerate the markdown and plots."""
+    report = run_benchmarks(config, progress, resume)
     written = write_documents(report, Path(markdown_path)) if markdown_path is not None else []
     return BenchOutcome(report, Path(config.output_dir) / "results.json", written)
 

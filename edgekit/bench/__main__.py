@@ -24,6 +24,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--markdown-path", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--from-json", type=Path, help="rebuild the documents from this results.json")
     parser.add_argument("--output-dir", type=Path, help="results and plots (default docs/bench)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cells results.json already has (status ok), measure the rest")
     parser.add_argument("--work-dir", type=Path, help="synthetic model cache (default ~/.cache/edgekit/bench)")
     return parser.parse_args(argv)
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             return 0
         config = BenchConfig.preset(args.preset, output_dir=args.output_dir, work_dir=args.work_dir)
-        outcome = run_bench(config, args.markdown_path if args.write_md else None, progress)
+        outcome = run_bench(config, args.markdown_path if args.write_md else None, progress, args.resume)
     except EdgekitError as exc:
         print(f"error: {exc}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
         return 1

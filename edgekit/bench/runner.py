@@ -8,6 +8,7 @@ runs the t2 weights dequantized to fp32/bf16.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -24,7 +25,7 @@ from edgekit.bench.config import SHAPES, WEIGHT_FORMATS, BenchConfig
 from edgekit.bench.machine import machine_info, rapl_domains, versions
 from edgekit.bench.results import BenchReport, CellResult
 from edgekit.bench.synthetic import GGUF_TYPES, ensure_onnx, ensure_synthetic
-from edgekit.errors import EdgekitError
+from edgekit.errors import ConfigError, EdgekitError
 from edgekit.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -199,17 +200,63 @@ def measure_bandwidth(config: BenchConfig) -> dict[str, dict]:
     return found
 
 
-def run_benchmarks(config: BenchConfig, progress: Progress | None = None) -> BenchReport:
-    """Measure every planned cell; the report is also saved as `<output_dir>/results.json`."""
+# Fields a resumed run must share with the results it extends (the cells would not be comparable otherwise).
+RESUME_MUST_MATCH = ("prompt_lengths", "generate_length", "repetitions", "kv_type", "seed", "bandwidth_mib")
+RESUME_UNION = ("shapes", "backends", "formats", "torch_dtypes", "threads")
+
+
+def cell_key(cell) -> tuple:
+    return (cell.shape, cell.backend, cell.weights, cell.threads)
+
+
+def merge_configs(previous: dict, config: BenchConfig, path: Path) -> dict:
+    """The config of a resumed report: this run's, with the measured sets (shapes, back ends, formats, torch
+    dtypes, threads) the union of both; ConfigError if a field that changes the measurement differs."""
+    merged = config.to_dict()
+    for name in RESUME_MUST_MATCH:
+        if previous.get(name) != merged[name]:
+            raise ConfigError(f"{path}: cannot resume, {name} was {previous.get(name)!r} and is now {merged[name]!r}",
+                              fix="pass the same option values as the run being resumed, or another --output-dir")
+    for name in RESUME_UNION:
+        merged[name] = list(previous.get(name, [])) + [v for v in merged[name] if v not in previous.get(name, [])]
+    return merged
+
+
+def load_previous(path: Path, config: BenchConfig) -> BenchReport | None:
+    """The results a resumed run extends (None if there is no results.json yet), with its config merged."""
+    if not path.exists():
+        return None
+    previous = BenchReport.load(path)
+    previous.config = merge_configs(previous.config, config, path)
+    return previous
+
+
+def run_benchmarks(config: BenchConfig, progress: Progress | None = None, resume: bool = False) -> BenchReport:
+    """Measure every planned cell. `<output_dir>/results.json` is rewritten (atomically) after every cell, so a
+    stopped run keeps what it measured. With `resume`, the cells already measured "ok" in that file are kept
+    and not measured again (a subset of cells, picked with the shape/back end/format/threads options, can be
+    added to an earlier run's file this way); the bandwidth figures are reused for thread counts it has."""
     cells = plan_cells(config)
-    files = prepare_files(config, cells)
-    report = BenchReport(config=config.to_dict(), machine=machine_info(), versions=versions(),
-                         bandwidth=measure_bandwidth(config), energy_note=rapl_domains()[1])
-    for index, cell in enumerate(cells):
+    path = Path(config.output_dir) / "results.json"
+    previous = load_previous(path, config) if resume else None
+    kept = {cell_key(c): c for c in previous.cells if c.status == "ok"} if previous else {}
+    todo = [c for c in cells if cell_key(c) not in kept]
+    files = prepare_files(config, todo)
+    report = BenchReport(config=previous.config if previous else config.to_dict(), machine=machine_info(),
+                         versions=versions(), energy_note=rapl_domains()[1])
+    report.bandwidth = dict(previous.bandwidth) if previous else {}
+    missing = [t for t in config.threads if str(t) not in report.bandwidth]
+    if missing:
+        report.bandwidth.update(measure_bandwidth(dataclasses.replace(config, threads=tuple(missing))))
+    planned = {cell_key(c) for c in cells}
+    report.cells = [c for c in (previous.cells if previous else []) if cell_key(c) not in planned]
+    report.cells += [kept[cell_key(c)] for c in cells if cell_key(c) in kept]
+    report.save(path)
+    for index, cell in enumerate(todo):
         log.info("measuring %s", cell)
         result = measure_cell(cell, files[(cell.shape, cell.source_weights)], config, report.bandwidth)
         report.cells.append(result)
+        report.save(path)                    # after every cell: a stopped run keeps what it measured
         if progress is not None:
-            progress(result, index + 1, len(cells))
-    report.save(Path(config.output_dir) / "results.json")
+            progress(result, index + 1, len(todo))
     return report

@@ -100,6 +100,9 @@ def bench(preset: str = typer.Option("quick", "--preset", help="Starting point: 
           markdown_path: Path = typer.Option(Path("BENCHMARKS.md"), "--markdown-path", help="Where --markdown writes."),
           from_json: Optional[Path] = typer.Option(None, "--from-json", help="Render saved results instead of "
                                                    "measuring (with --markdown: regenerate the documents)."),
+          resume: bool = typer.Option(False, "--resume", help="Keep the cells already measured ok in the output "
+                                      "dir's results.json (written after every cell) and measure only the rest; "
+                                      "with --backend/--format/--threads/--shape, adds those cells to it."),
           json_out: bool = typer.Option(False, "--json", help="Print the results as JSON.")) -> None:
     """Measure prefill/decode tokens/s, TTFT, peak RSS and the memory roofline against llama.cpp,
     onnxruntime and torch on the same synthetic weights."""
@@ -115,7 +118,7 @@ def bench(preset: str = typer.Option("quick", "--preset", help="Starting point: 
             threads=_split(threads, "--threads", True), prompt_lengths=_split(prompt_lengths, "--prompt-length", True),
             generate_length=generate_length, repetitions=repetitions, kv_type=kv_type, output_dir=output_dir,
             work_dir=work_dir, memory_limit_gb=memory_limit_gb)
-        outcome = run_bench(config, markdown_path if markdown else None, None if json_out else _progress)
+        outcome = run_bench(config, markdown_path if markdown else None, None if json_out else _progress, resume)
         report, written = outcome.report, [outcome.results_path, *outcome.written]
     if json_out:
         console.print_json(json.dumps(report.to_dict()))

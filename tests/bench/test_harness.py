@@ -193,3 +193,33 @@ def test_ensure_synthetic_leaves_no_partial_file_when_a_build_fails(tmp_path, mo
     with pytest.raises(OSError, match="disk full"):
         synthetic.ensure_synthetic(tmp_path, SHAPES["tiny"], "i8", gguf=True)
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob("*.partial"))
+
+
+class StopAfter(Exception):
+    pass
+
+
+def test_a_stopped_run_keeps_its_cells_and_resume_measures_only_the_rest(tmp_path):
+    config = tiny_config(tmp_path, backends=("reference",))
+    seen = []
+
+    def stop_after_first(cell, done, total):
+        seen.append((cell.weights, done, total))
+        raise StopAfter                               # the run is stopped right after its first cell
+
+    with pytest.raises(StopAfter):
+        run_bench(config, progress=stop_after_first)
+    saved = BenchReport.load(tmp_path / "out" / "results.json")
+    assert [(c.weights, c.status) for c in saved.cells] == [("t2", "ok")] and seen == [("t2", 1, 2)]
+    seen.clear()
+    resumed = run_bench(config, progress=lambda cell, done, total: seen.append((cell.weights, done, total)),
+                        resume=True).report
+    assert seen == [("i4", 1, 1)]                     # only the missing cell was measured
+    assert [(c.weights, c.status) for c in resumed.cells] == [("t2", "ok"), ("i4", "ok")]
+    assert resumed.cells[0] == saved.cells[0] and resumed.bandwidth == saved.bandwidth
+    more = run_bench(tiny_config(tmp_path, backends=("llama.cpp",), formats=("t2",)), resume=True).report
+    assert [(c.backend, c.weights) for c in more.cells] == [("reference", "t2"), ("reference", "i4"), ("llama.cpp", "t2")]
+    assert more.config["backends"] == ["reference", "llama.cpp"] and more.config["formats"] == ["t2", "i4"]
+    assert BenchReport.load(tmp_path / "out" / "results.json") == more
+    with pytest.raises(ConfigError, match="generate_length"):
+        run_bench(tiny_config(tmp_path, generate_length=4), resume=True)
