@@ -207,6 +207,7 @@ EK_INLINE void single_block(const int format, const int NB, const ek_weight *w, 
     } else {
         FOR_EACH_CHUNK(format, w, {
             __m512i pl[5];
+            if (NB <= 2) _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0); /* decode */
             int np = decode_planes(format, row + c * 64, n, pl);
             for (int b = 0; b < NB; b++) acc[b] = chunk_dot(acc[b], np, pl, xbase + b * xs + c * cw);
         });
@@ -244,19 +245,22 @@ EK_INLINE float group_correction(const ek_weight *w, int64_t r, int64_t groups, 
     return _mm512_reduce_add_ps(acc);
 }
 
-/* Decode (T = 1) with groups of 32 weights (the Q8_0 / Q4_0 class: the int8 output layer, ek_i4 g32): chunk c
- * spans gpc = cw / 32 groups, lanes 16 / gpc lanes per group. 16 / gpc chunks share one contiguous load of 16
- * scales, spread to the lanes by a constant vpermps per position (the generic group_block computed each chunk's
- * first group with a 64-bit division, a masked load and a run-time mask: 29 GB/s for ek_i8 g32 in L2 against
- * 91 for one scale per row). Two float accumulators, so consecutive chunks' FMAs do not wait on each other. */
-EK_INLINE float group32_decode_row(const int format, const ek_weight *w, const int8_t *x, int64_t r) {
+/* Decode with groups of 32 weights (the Q8_0 / Q4_0 class: the int8 output layer, ek_i4 g32), for NB = 1 or 2
+ * tokens (2: a float-activation model's two int8 passes, x and its residual, which then share one read of the
+ * weights): chunk c spans gpc = cw / 32 groups, 16 / gpc lanes per group. 16 / gpc chunks share one contiguous
+ * load of 16 scales, spread to the lanes by a constant vpermps per position (the generic group_block computed
+ * each chunk's first group with a 64-bit division, a masked load and a run-time mask: 29 GB/s for ek_i8 g32 in
+ * L2 against 91 for one scale per row). Two float accumulators per token, so consecutive chunks' FMAs do not
+ * wait on each other. sums[b] = sum over the row of (float)dot_lane * scale_lane for token b. */
+EK_INLINE void group32_rows(const int format, const int NB, const ek_weight *w, const int8_t *x, int64_t xs,
+                            int64_t r, float *sums) {
     const int np = planes_of(format), gpc = 2 * np; /* cw / 32 (np is 1, 2 or 4: ek_t1 has no group kernel) */
     const int64_t cw = 64 * (int64_t)np, groups = w->cols / 32;
     const int spb = 16 / gpc;                    /* chunks per block of 16 scales */
     const uint8_t *row = w->data + r * w->row_bytes;
     const float *srow = w->scales + r * groups;
     const int64_t full = w->cols / cw, last = (w->cols % cw) / np;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc0[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, acc1[2] = {acc0[0], acc0[0]};
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i spread = _mm512_srli_epi32(lane, __builtin_ctz(16 / gpc)); /* lane -> group within chunk */
     int64_t c = 0;
@@ -267,21 +271,25 @@ EK_INLINE float group32_decode_row(const int format, const ek_weight *w, const i
             _mm_prefetch((const char *)(src + EK_PREFETCH), _MM_HINT_T0);
             __m512i pl[5];
             decode_planes(format, src, 64, pl);
-            __m512i d = chunk_dot(_mm512_setzero_si512(), np, pl, x + (c + j) * cw);
             __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(spread, _mm512_set1_epi32(j * gpc)), sv);
-            if (j & 1) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc1);
-            else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc0);
+            for (int b = 0; b < NB; b++) {
+                __m512 d = _mm512_cvtepi32_ps(chunk_dot(_mm512_setzero_si512(), np, pl, x + b * xs + (c + j) * cw));
+                if (j & 1) acc1[b] = _mm512_fmadd_ps(d, s, acc1[b]);
+                else acc0[b] = _mm512_fmadd_ps(d, s, acc0[b]);
+            }
         }
     }
     for (; c < full + (last ? 1 : 0); c++) { /* the rest: masked scales, the last chunk possibly partial */
         int64_t first = c * gpc, have = groups - first < gpc ? groups - first : gpc;
         __m512 sv = _mm512_maskz_loadu_ps((__mmask16)((1u << have) - 1u), srow + first);
+        __m512 s = _mm512_permutexvar_ps(spread, sv);
         __m512i pl[5];
         decode_planes(format, row + c * 64, c < full ? 64 : last, pl);
-        __m512i d = chunk_dot(_mm512_setzero_si512(), np, pl, x + c * cw);
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(spread, sv), acc0);
+        for (int b = 0; b < NB; b++)
+            acc0[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_dot(_mm512_setzero_si512(), np, pl, x + b * xs + c * cw)),
+                                      s, acc0[b]);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (int b = 0; b < NB; b++) sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[b], acc1[b]));
 }
 
 /* Per-group scales: lanes scaled in float (FMA) for NB tokens [t0, t0 + NB). */
@@ -293,16 +301,20 @@ EK_INLINE void group_block(const int format, const int NB, const ek_weight *w, c
     int n_scales = w->group >= cw ? 1 : (int)(cw / w->group);
     int shift = __builtin_ctz(16 / (unsigned)(n_scales > 0 ? n_scales : 1)); /* lanes per group = 1 << shift */
     __m512i spread = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
-    if (NB == 1 && w->group == 32) {
-        float sum = group32_decode_row(format, w, xbase, r) - group_correction(w, r, groups, a->gsum + t0 * groups, srow);
-        y[t0 * ldy + r] = sum * a->scale[t0];
+    if (NB <= 2 && w->group == 32) {
+        float sums[2];
+        group32_rows(format, NB, w, xbase, xs, r, sums);
+        for (int b = 0; b < NB; b++) {
+            int64_t t = t0 + b;
+            y[t * ldy + r] = (sums[b] - group_correction(w, r, groups, a->gsum + t * groups, srow)) * a->scale[t];
+        }
         return;
     }
     __m512 acc[TB];
     for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_ps();
     FOR_EACH_CHUNK(format, w, {
         __m512i pl[5];
-        if (NB == 1) _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
+        if (NB <= 2) _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
         int np = decode_planes(format, row + c * 64, n, pl);
         __m512 sv = lane_scales(srow, c * cw / w->group, n_scales, groups, spread);
         for (int b = 0; b < NB; b++) {
@@ -391,6 +403,9 @@ EK_INLINE void rows_int_body(const int format, const ek_weight *w, const ek_act 
         for (int64_t r = r0; r < r1; r++) row_tokens(format, TB, w, a, x, xs, r, t0, y, ldy);
     for (; t0 + 4 <= a->tokens; t0 += 4)
         for (int64_t r = r0; r < r1; r++) row_tokens(format, 4, w, a, x, xs, r, t0, y, ldy);
+    /* T = 2 (a float-activation model's decode: x and its int8 residual) reads each row once for both */
+    for (; t0 + 2 <= a->tokens; t0 += 2)
+        for (int64_t r = r0; r < r1; r++) row_tokens(format, 2, w, a, x, xs, r, t0, y, ldy);
     for (; t0 < a->tokens; t0++)
         for (int64_t r = r0; r < r1; r++) row_tokens(format, 1, w, a, x, xs, r, t0, y, ldy);
 }
