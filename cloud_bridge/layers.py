@@ -13,7 +13,8 @@ subclassing and overriding only `linear`.
     logits = stack.final_logits(h)                   # final norm + output head  [T, vocab]
 
 `LayerStack(model, linears="triton", device="cuda")` runs the linears on the Triton kernels for the same
-packed bytes instead (`triton_kernels.TritonLinear`, the cloud's GPU path); "cpu" (default) is the LUT kernels, "numpy" their numpy reference (for tests).
+packed bytes instead (`triton_kernels.TritonLinear`, the cloud's GPU path); "cpu" (default) is the LUT
+kernels, "numpy" their numpy reference (for tests).
 
 A cache always has every layer's slot (each side fills only its own layers): simple indexing, at the
 cost of unused memory on tiny models; the memory per side is what `KVCache` allocates.
@@ -43,7 +44,8 @@ class LayerStack(ReferenceForward):
         super().__init__(model)
         if linears not in LINEAR_BACKENDS:
             raise ConfigError(f"linears={linears!r} is not one of {list(LINEAR_BACKENDS)}",
-                              fix="use 'cpu' (LUT kernels), 'triton' (GPU kernels; TRITON_INTERPRET=1 on CPU) or 'numpy'")
+                              fix="use 'cpu' (LUT kernels), 'triton' (GPU kernels; TRITON_INTERPRET=1 on "
+                                  "CPU) or 'numpy' (the reference)")
         self.act_quant = "int8_absmax" if self.config.act_quant == "int8_absmax" else "none"
         self.linears, self.device = linears, device
         self._kernels: dict[str, tuple[PreparedLinear, np.float32]] = {}
