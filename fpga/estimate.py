@@ -10,8 +10,11 @@ Model (first order; every constant below is an assumption, not a measurement):
 - Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` float units,
   against reading the float32 K and V planes of the context from DDR.
 - Element-wise passes (norms, quantization, RoPE, activation, residual) at one element a cycle.
-- Host: the LM head as int8 (or int4) weights streamed by the ARM cores at the board's host bandwidth,
-  plus a fixed call overhead.
+- LM head on the fabric (ek_lmhead.h, the default): ceil(vocab / head_lanes) row blocks x (code words of
+  a row + pipeline depth) cycles, against streaming its group-quantized words (codes, sub-scales, row
+  scales) from DDR; plus the final norm and quantization (3 x dim cycles). Only the top-k come back.
+- Host: a fixed call overhead; with `lm_head="host"` also the LM head as int8 (or int4) weights streamed
+  by the ARM cores at the board's host bandwidth (the design before the head moved onto the fabric).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Estimate:
     board: str
     design: dict
     weight_bytes: int
+    lm_head: str                                         # "fpga" (ek_lmhead.h) or "host"
+    head_bytes: int                                      # the LM head's weight bytes read per token
     roofline_tok_s: float
     decode: list[dict] = field(default_factory=list)     # per context: tok/s and the time split
     prefill: list[dict] = field(default_factory=list)    # per prompt length: TTFT
@@ -64,9 +69,16 @@ class Estimate:
         return asdict(self)
 
 
+LM_HEAD_PLACES = ("fpga", "host")
+
+
 class CycleModel:
-    def __init__(self, design: Design, board: Board, lm_head_bits: int = 8):
-        self.d, self.board, self.lm_head_bits = design, board, lm_head_bits
+    def __init__(self, design: Design, board: Board, lm_head_bits: int = 8, lm_head: str = "fpga"):
+        if lm_head not in LM_HEAD_PLACES:
+            from edgekit.errors import ConfigError  # noqa: PLC0415
+
+            raise ConfigError(f"lm_head {lm_head!r} is not one of {LM_HEAD_PLACES}")
+        self.d, self.board, self.lm_head_bits, self.lm_head = design, board, lm_head_bits, lm_head
         self.f = board.fabric_clock_mhz * 1e6
         self.bw = board.ddr_bandwidth_gbs * 1e9 * DDR_EFFICIENCY
 
@@ -103,22 +115,40 @@ class CycleModel:
         d = self.d
         return n_tok * (8 * d.dim + 4 * d.hidden + 2 * d.q_dim) / self.f
 
-    def lm_head_s(self) -> float:
+    def host_head_s(self) -> float:
+        """The host's LM head: int8/int4 weights streamed by the ARM cores (lm_head="host")."""
         return self.d.vocab * self.d.dim * self.lm_head_bits / 8 / (self.board.host_bandwidth_gbs * 1e9)
 
+    def head_cycles(self, pipeline_depth: int = PIPE_DEPTH) -> int:
+        """The fabric head's MAC loop: row blocks x (code words a row + depth), one word of each lane a cycle."""
+        d = self.d
+        code_words = d.head_groups * d.hls.head_group // d.head_codes_per_word
+        return ceil_div(d.vocab, d.hls.head_lanes) * (code_words + pipeline_depth)
+
+    def fabric_head_s(self) -> float:
+        compute = self.head_cycles() / self.f
+        return max(compute, head_bytes(self.d) / self.bw) + 3 * self.d.dim / self.f
+
+    def lm_head_s(self) -> float:
+        return self.fabric_head_s() if self.lm_head == "fpga" else self.host_head_s()
+
     def decode_split(self, context: int) -> dict:
-        layers = self.d.layers
+        layers, on_fabric = self.d.layers, self.lm_head == "fpga"
         split = {"linear_s": layers * self.linear_s(), "attention_s": layers * self.attention_s(context, 1),
-                 "elementwise_s": layers * self.elementwise_s(1), "host_s": self.lm_head_s() + HOST_CALL_S}
+                 "elementwise_s": layers * self.elementwise_s(1),
+                 "head_s": self.fabric_head_s() if on_fabric else 0.0,
+                 "host_s": HOST_CALL_S + (0.0 if on_fabric else self.host_head_s())}
         total = sum(split.values())
         fpga = total - split["host_s"]
         return {"context": context, "tok_s": 1 / total, "fpga_only_tok_s": 1 / fpga,
                 "ddr_bytes": self.decode_ddr_bytes(context), **split}
 
     def decode_ddr_bytes(self, context: int) -> int:
-        """DDR traffic of one decode step: every weight word, the K/V planes read, the new K/V row written."""
+        """DDR traffic of one decode step: every weight word, the K/V planes read, the new K/V row written,
+        and the LM head's words when it runs on the fabric."""
         d = self.d
-        return weight_bytes(d) + d.layers * (2 * context * d.kv_dim * 4 + 2 * d.kv_dim * 4)
+        head = head_bytes(d) if self.lm_head == "fpga" else 0
+        return weight_bytes(d) + d.layers * (2 * context * d.kv_dim * 4 + 2 * d.kv_dim * 4) + head
 
     def ttft_s(self, prompt: int) -> float:
         """Prefill of `prompt` tokens tile by tile (each tile attends to everything before it), then the LM head."""
@@ -129,18 +159,24 @@ class CycleModel:
         return total + HOST_CALL_S + self.lm_head_s()
 
 
+def head_bytes(design: Design) -> int:
+    """DDR bytes the fabric head streams per token: its words (codes + sub-scales) and the row scales."""
+    return 8 * design.head_words + 4 * design.head_rows
+
+
 def weight_bytes(design: Design) -> int:
     per_layer = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
     return 8 * per_layer * design.layers
 
 
 def estimate_design(design: Design, board: Board, contexts=(128, 512, 1024, 2048), prompts=(64, 128),
-                    lm_head_bits: int = 8) -> Estimate:
-    model = CycleModel(design, board, lm_head_bits)
+                    lm_head_bits: int = 8, lm_head: str = "fpga") -> Estimate:
+    model = CycleModel(design, board, lm_head_bits, lm_head)
     use: ResourceUse = estimate_resources(design, board)
     have = {k: getattr(board, k) for k in use.to_json()}
     contexts = [c for c in contexts if c <= design.max_seq]
-    return Estimate(board=board.name, design=design.to_json(), weight_bytes=weight_bytes(design),
+    return Estimate(board=board.name, design=design.to_json(), weight_bytes=weight_bytes(design), lm_head=lm_head,
+                    head_bytes=head_bytes(design) if lm_head == "fpga" else design.vocab * design.dim * lm_head_bits // 8,
                     roofline_tok_s=board.ddr_bandwidth_gbs * 1e9 / weight_bytes(design),
                     decode=[model.decode_split(c) for c in contexts],
                     prefill=[{"prompt": p, "ttft_s": model.ttft_s(p)} for p in prompts if p <= design.max_seq],
@@ -150,6 +186,7 @@ def estimate_design(design: Design, board: Board, contexts=(128, 512, 1024, 2048
 
 
 def estimate_config(config: ModelConfig, board: Board, hls: HlsConfig, **kwargs) -> Estimate:
+    """`estimate_design` for a model config (kwargs: contexts, prompts, lm_head, lm_head_bits)."""
     return estimate_design(design_for(config, hls), board, **kwargs)
 
 
@@ -170,29 +207,31 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
     return rows
 
 
-SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8), "attn_macs": (16, 64)}
+SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8), "attn_macs": (16, 64),
+               "head_lanes": (4, 8, 16)}
 
 
-def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0) -> HlsConfig:
+def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,
+                  head_bits: int = 4) -> HlsConfig:
     """The knobs of SEARCH_GRID that fit the part and decode fastest at `context` (fewest LUTs on ties)."""
     from edgekit.errors import ConfigError  # noqa: PLC0415
     from edgekit.hls.resources import check_fits  # noqa: PLC0415
 
+    import itertools  # noqa: PLC0415
+
     best, best_key = None, None
-    for group in SEARCH_GRID["group"]:
-        for lanes in SEARCH_GRID["lanes"]:
-            for tile in SEARCH_GRID["tile_tokens"]:
-                for macs in SEARCH_GRID["attn_macs"]:
-                    hls = HlsConfig(group=group, lanes=lanes, tile_tokens=tile, attn_macs=macs, max_seq=max_seq)
-                    design = design_for(config, hls)
-                    try:
-                        use = check_fits(design, board)
-                    except ConfigError:
-                        continue
-                    at = min(context, design.max_seq)
-                    key = (round(CycleModel(design, board).decode_split(at)["tok_s"], 2), -use.luts)
-                    if best_key is None or key > best_key:
-                        best, best_key = hls, key
+    names = tuple(SEARCH_GRID)
+    for values in itertools.product(*SEARCH_GRID.values()):
+        hls = HlsConfig(**dict(zip(names, values)), max_seq=max_seq, head_bits=head_bits)
+        design = design_for(config, hls)
+        try:
+            use = check_fits(design, board)
+        except ConfigError:
+            continue
+        at = min(context, design.max_seq)
+        key = (round(CycleModel(design, board).decode_split(at)["tok_s"], 2), -use.luts)
+        if best_key is None or key > best_key:
+            best, best_key = hls, key
     if best is None:
         raise ConfigError(f"no engine configuration of {SEARCH_GRID} fits {board.name} ({board.part})",
                           fix="choose a larger board or a smaller --max-seq")

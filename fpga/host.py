@@ -13,11 +13,12 @@ from edgekit.errors import ConfigError, GenerationError
 from edgekit.fpga.driver import EkTopDriver
 from edgekit.hls.design import Design
 from edgekit.hls.model_data import DeviceData
+from edgekit.hls.resources import HEAD_LOGIT_ROWS
 from edgekit.model.model import Model
 from edgekit.model.reference import ReferenceForward, rms_norm
 
 
-LOGIT_ROWS = 32                    # logits rows one head call writes back (evaluation only; decode returns top-k)
+LOGIT_ROWS = HEAD_LOGIT_ROWS       # logits rows one head call writes back (evaluation only; decode returns top-k)
 
 
 def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:

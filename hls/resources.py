@@ -44,7 +44,9 @@ def buffer_bits(design: Design) -> dict[str, int]:
             "activations": tt * 32 * floats,
             "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
             "accumulator_fifo": d.hls.lanes * tt * 32,
-            "scores": tt * d.max_seq * 32}
+            "scores": tt * d.max_seq * 32,
+            "head_tiles": 2 * d.head_row_words * d.hls.head_lanes * 64,      # ek_lmhead.h ping-pong row blocks
+            "head_norm_row": 32 * d.dim}
 
 
 LUTRAM_MAX_BITS = 4096              # smaller banks are distributed RAM (a LUT6 is 64 x 1 bit)
@@ -65,6 +67,21 @@ def lookup_unit_luts(design: Design) -> int:
     return 16 * ceil_div(design.code.entries - 1, 3) + 48
 
 
+def head_units(design: Design) -> tuple[int, int, int]:
+    """(LUTs, FFs, DSPs) of the LM head: head_lanes x 64/bits MACs of int8 activations by the codes (two per
+    DSP48E2 sharing the activation operand, as AMD WP486 packs int8; 2-bit codes are +-1/0: LUT add/sub),
+    a sub-scale multiply per lane, the 48-bit accumulators, the dequantization and K top-k cells."""
+    lanes, macs = design.hls.head_lanes, design.hls.head_lanes * design.head_codes_per_word
+    per_word = design.head_codes_per_word
+    mac_dsps = 0 if design.hls.head_bits == 2 else ceil_div(macs, 2)
+    adder_luts = macs * (12 if design.hls.head_bits == 2 else 20)
+    activation_luts = per_word * ceil_div(ceil_div(design.head_groups * design.hls.head_group, per_word), 64) * 8
+    luts = adder_luts + lanes * 48 + design.hls.top_k * 100 + activation_luts
+    ffs = macs * 24 + lanes * 96 + design.hls.top_k * 64
+    dsps = mac_dsps + lanes + 2 * DSP_PER_FMUL
+    return luts, ffs, dsps
+
+
 def estimate_resources(design: Design, board: Board) -> ResourceUse:
     bram, table_luts = table_memory(design)
     uram = 0
@@ -78,20 +95,29 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
     luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder + table_luts
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
     dsps = (FLOAT_MULS + design.hls.attn_macs) * DSP_PER_FMUL + (FLOAT_ADDS + design.hls.attn_macs) * DSP_PER_FADD
-    return ResourceUse(luts=int(luts), flip_flops=int(ffs), dsps=dsps, bram_36k=bram, uram=uram)
+    head_luts, head_ffs, head_dsps = head_units(design)
+    return ResourceUse(luts=int(luts + head_luts), flip_flops=int(ffs + head_ffs), dsps=dsps + head_dsps,
+                       bram_36k=bram, uram=uram)
 
 
 DDR_SHARE = 0.75                    # leave a quarter of the board's DDR to Linux and the host program
 
 
+HEAD_LOGIT_ROWS = 32                # logits rows one head call writes back (the host's logits buffer)
+
+
 def device_bytes(design: Design) -> int:
-    """DDR the accelerator's buffers take: packed weights, parameters, RoPE table, KV cache, hidden states."""
+    """DDR the accelerator's buffers take: packed weights, parameters, RoPE table, KV cache, hidden states,
+    the LM head's words and parameters and its output buffers (top-k and HEAD_LOGIT_ROWS logits rows)."""
     from edgekit.hls.packing import matrix_words  # noqa: PLC0415
 
     words = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
     params = design.param_offsets()["layer"] * 4
     kv = 2 * design.max_seq * design.kv_dim * 4
-    return design.layers * (8 * words + params + kv) + design.max_seq * (design.head_dim + design.dim) * 4
+    head = 8 * design.head_words + 4 * (design.dim + design.head_rows)
+    head_out = HEAD_LOGIT_ROWS * (8 * design.hls.top_k + 4 * design.vocab)
+    return (design.layers * (8 * words + params + kv) + design.max_seq * (design.head_dim + design.dim) * 4
+            + head + head_out)
 
 
 def check_memory(design: Design, board: Board) -> None:
@@ -109,7 +135,8 @@ def check_fits(design: Design, board: Board) -> ResourceUse:
                           fix="pass an FPGA board: kv260, zcu104, zcu102, ultra96v2 or pynq-z2")
     check_memory(design, board)
     use = estimate_resources(design, board)
-    knobs = {"luts": "--lanes or --tile-tokens", "flip_flops": "--lanes or --tile-tokens", "dsps": "--lanes",
+    knobs = {"luts": "--lanes, --tile-tokens or --head-lanes", "flip_flops": "--lanes or --tile-tokens",
+             "dsps": "--attn-macs or --head-lanes",
              "bram_36k": "--max-seq, --tile-tokens or --lanes", "uram": "--max-seq, --tile-tokens or --lanes"}
     for name, knob in knobs.items():
         used, have = getattr(use, name), getattr(board, name)

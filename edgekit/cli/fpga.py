@@ -25,9 +25,11 @@ def model_config(model: str):
 
 def render(estimate, rows) -> None:
     design = estimate.design
-    knobs = {k: design["hls"][k] for k in ("group", "half_table", "lanes", "tile_tokens", "attn_macs", "key_block")}
+    knobs = {k: design["hls"][k] for k in ("group", "half_table", "lanes", "tile_tokens", "attn_macs", "key_block",
+                                           "head_bits", "head_lanes", "top_k")}
     console.print(f"[bold]{estimate.board}[/bold]: {knobs}; ternary weights {estimate.weight_bytes / 1e9:.3f} GB, "
-                  f"DDR roofline {estimate.roofline_tok_s:.1f} tok/s")
+                  f"DDR roofline {estimate.roofline_tok_s:.1f} tok/s (ternary weights alone); LM head on the "
+                  f"{estimate.lm_head}: {estimate.head_bytes / 1e6:.0f} MB a token")
     table = Table(title="resources (model, not synthesis)")
     for column in ("resource", "used", "of the part"):
         table.add_column(column)
@@ -36,12 +38,12 @@ def render(estimate, rows) -> None:
     console.print(table)
     table = Table(title="decode")
     for column in ("context", "tok/s", "FPGA-only tok/s", "DDR MB/token", "TLMM ms", "attention ms",
-                   "element-wise ms", "host ms"):
+                   "element-wise ms", "LM head ms", "host ms"):
         table.add_column(column)
     for r in estimate.decode:
         table.add_row(str(r["context"]), f"{r['tok_s']:.1f}", f"{r['fpga_only_tok_s']:.1f}", f"{r['ddr_bytes'] / 1e6:.0f}",
-                      f"{r['linear_s'] * 1e3:.1f}",
-                      f"{r['attention_s'] * 1e3:.1f}", f"{r['elementwise_s'] * 1e3:.2f}", f"{r['host_s'] * 1e3:.1f}")
+                      f"{r['linear_s'] * 1e3:.1f}", f"{r['attention_s'] * 1e3:.1f}", f"{r['elementwise_s'] * 1e3:.2f}",
+                      f"{r['head_s'] * 1e3:.1f}", f"{r['host_s'] * 1e3:.1f}")
     console.print(table)
     console.print("TTFT: " + ", ".join(f"{p['prompt']} tokens {p['ttft_s']:.2f} s" for p in estimate.prefill))
     if rows:
@@ -72,7 +74,10 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
              tile_tokens: Optional[int] = typer.Option(None, "--tile-tokens", help="Prefill tile (default: searched)."),
              attn_macs: Optional[int] = typer.Option(None, "--attn-macs", help="Attention MACs a cycle (default: searched)."),
              max_seq: int = typer.Option(2048, "--max-seq", help="Device KV cache length (capped at the model's)."),
-             lm_head_bits: int = typer.Option(8, "--lm-head-bits", help="Host LM head weight bits (8 or 4)."),
+             lm_head: str = typer.Option("fpga", "--lm-head", help="Where the LM head runs: fpga (ek_lmhead.h) or host."),
+             head_bits: int = typer.Option(4, "--head-bits", help="Fabric LM head weight bits (8, 4 or 2)."),
+             head_lanes: Optional[int] = typer.Option(None, "--head-lanes", help="Fabric LM head rows a cycle (default: searched)."),
+             lm_head_bits: int = typer.Option(8, "--lm-head-bits", help="Host LM head weight bits (8 or 4; --lm-head host)."),
              json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Predict decode tok/s per context, TTFT per prompt, DDR traffic and LUT/FF/DSP/BRAM/URAM use."""
     from dataclasses import replace
@@ -82,11 +87,11 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
 
     config, target = model_config(model), load_board(board)
     max_seq = min(max_seq, config.max_seq_len)
-    hls = recommend_hls(config, target, max_seq=max_seq)
-    given = {k: v for k, v in dict(group=group, lanes=lanes, tile_tokens=tile_tokens, attn_macs=attn_macs).items()
-             if v is not None}
+    hls = recommend_hls(config, target, max_seq=max_seq, head_bits=head_bits)
+    given = {k: v for k, v in dict(group=group, lanes=lanes, tile_tokens=tile_tokens, attn_macs=attn_macs,
+                                   head_lanes=head_lanes).items() if v is not None}
     hls = replace(hls, **given)
-    result = estimate_config(config, target, hls, lm_head_bits=lm_head_bits)
+    result = estimate_config(config, target, hls, lm_head_bits=lm_head_bits, lm_head=lm_head)
     rows = compare_with_tellme(result) if target.name == "kv260" else []
     if json_out:
         console.print_json(json.dumps({**result.to_json(), "tellme": rows}))

@@ -16,11 +16,11 @@ MODEL_ARG = typer.Argument(..., metavar="MODEL", help="Ternary checkpoint (bitll
 
 
 def hls_config(group: int, full_table: bool, lanes: int, tile_tokens: int, key_block: int, attn_macs: int,
-               max_seq: int):
+               max_seq: int, **head):
     from edgekit.hls.design import HlsConfig
 
     return HlsConfig(group=group, half_table=not full_table, lanes=lanes, tile_tokens=tile_tokens,
-                     key_block=key_block, attn_macs=attn_macs, max_seq=max_seq)
+                     key_block=key_block, attn_macs=attn_macs, max_seq=max_seq, **head)
 
 
 @hls_app.command()
@@ -34,6 +34,10 @@ def generate(model: Path = MODEL_ARG,
              key_block: int = typer.Option(16, "--key-block", help="Attention key block (positions)."),
              attn_macs: int = typer.Option(16, "--attn-macs", help="Attention float multiply-adds a cycle."),
              max_seq: int = typer.Option(0, "--max-seq", help="Device KV cache length (0: the model's context)."),
+             head_bits: int = typer.Option(4, "--head-bits", help="LM head weight bits on the fabric (8, 4 or 2)."),
+             head_group: int = typer.Option(64, "--head-group", help="LM head weights per uint8 sub-scale."),
+             head_lanes: int = typer.Option(8, "--head-lanes", help="LM head rows a cycle (one 64-bit word each)."),
+             top_k: int = typer.Option(8, "--top-k", help="(id, logit) pairs the head returns per token."),
              tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="llama2.c tokenizer.bin."),
              bit_order: Optional[str] = typer.Option(None, "--bit-order", help="bitllama2.c lsbfirst|msbfirst.")) -> None:
     """Write an HLS project (config header, packed weights, golden vectors, testbench, tcl, README)."""
@@ -41,7 +45,8 @@ def generate(model: Path = MODEL_ARG,
     from edgekit.hls.writer import generate_project
     from edgekit.model import load
 
-    config = hls_config(group, full_table, lanes, tile_tokens, key_block, attn_macs, max_seq)
+    config = hls_config(group, full_table, lanes, tile_tokens, key_block, attn_macs, max_seq, head_bits=head_bits,
+                        head_group=head_group, head_lanes=head_lanes, top_k=top_k)
     project = generate_project(load(model, tokenizer=tokenizer, bit_order=bit_order), load_board(board), out, config)
     console.print(f"wrote {project} for {board}: run [bold]edgekit hls csim {project}[/bold]")
 

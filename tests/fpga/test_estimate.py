@@ -8,7 +8,7 @@ import pytest
 from edgekit.boards import load_board
 from edgekit.errors import ConfigError
 from edgekit.fpga.estimate import (PRESETS, TELLME, CycleModel, compare_with_tellme, estimate_config,
-                                   estimate_design, recommend_hls, weight_bytes)
+                                   estimate_design, head_bytes, recommend_hls, weight_bytes)
 from edgekit.hls.design import HlsConfig, design_for
 from edgekit.hls.resources import check_fits
 from edgekit.hls.writer import generate_project
@@ -95,8 +95,10 @@ def test_cycle_model_counts_what_the_c_simulated_design_does(models):
     before = device.counters()
     session.run(list(range(1, 11)))                                       # 10 tokens: tiles of 4, 4, 2
     prefill = {k: v - before[k] for k, v in device.counters().items()}
-    session.run([42])                                                     # decode at position 10
+    session.run([42], head_rows=1)                                        # decode at position 10, head on the fabric
     decode = {k: v - before[k] - prefill[k] for k, v in device.counters().items()}
+    assert prefill["head_cycles"] == 0
+    assert decode["head_cycles"] == cycles.head_cycles(pipeline_depth=0)
     L = design.layers
     assert prefill["tlmm_cycles"] == 3 * L * cycles.layer_tlmm_cycles(pipeline_depth=0)
     assert decode["tlmm_cycles"] == L * cycles.layer_tlmm_cycles(pipeline_depth=0)
@@ -124,3 +126,31 @@ def test_a_model_bigger_than_the_board_ddr_is_refused():
     with pytest.raises(ConfigError, match="MiB of DDR") as error:
         check_fits(design, load_board("pynq-z2"))
     assert "--max-seq" in error.value.fix
+
+
+def test_head_traffic_is_the_generated_head_file(tmp_path):
+    model = synthetic_model()
+    hls = HlsConfig(lanes=8, tile_tokens=4, max_seq=16, head_lanes=3)
+    project = generate_project(model, load_board("kv260"), tmp_path / "prj", hls)
+    design = design_for(model.config, hls)
+    row_scales = (project / "data" / "head_params.bin").stat().st_size - 4 * design.dim
+    assert head_bytes(design) == (project / "data" / "head.bin").stat().st_size + row_scales
+
+
+def test_the_fabric_head_of_2b4t():
+    """int4 in groups of 64 with uint8 sub-scales: 128,256 rows of 160 code + 5 sub-scale words, 169 MB a
+    token (the int8 head's 328 MB is 21 ms at 80% of 19.2 GB/s, before any ternary weight)."""
+    config, board = PRESETS["bitnet-b1.58-2b4t"](), load_board("kv260")
+    design = design_for(config, HlsConfig(lanes=128, tile_tokens=4, attn_macs=64, max_seq=2048, head_lanes=16))
+    assert design.head_row_words == 165 and head_bytes(design) == 128256 * 165 * 8 + 128256 * 4
+    fabric, host = CycleModel(design, board), CycleModel(design, board, lm_head="host")
+    assert fabric.fabric_head_s() == pytest.approx(head_bytes(design) / (19.2e9 * 0.8) + 3 * 2560 / 250e6)
+    assert host.host_head_s() == pytest.approx(128256 * 2560 / 6e9)             # the A53 cores' int8 head
+    on_fabric, on_host = fabric.decode_split(1024), host.decode_split(1024)
+    assert on_fabric["ddr_bytes"] - on_host["ddr_bytes"] == head_bytes(design)
+    assert on_fabric["tok_s"] > 1.6 * on_host["tok_s"]
+    assert on_fabric["host_s"] < 1e-3 and on_host["head_s"] == 0.0
+    int8 = CycleModel(design_for(config, HlsConfig(lanes=128, tile_tokens=4, max_seq=2048, head_bits=8,
+                                                    head_lanes=16)), board)
+    assert int8.fabric_head_s() > 1.9 * fabric.fabric_head_s()
+    check_fits(design, board)

@@ -1,0 +1,71 @@
+"""The fabric LM head's weights (hls/lm_head.py) and its integer twin (hls/reference.py): packing round trip,
+quantization error, refusals, and the twin against the float head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.errors import ConfigError
+from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.lm_head import check_accumulator, head_qmax, quantize_head, unpack_head
+from edgekit.hls.reference import lm_head_logits, rms_norm, top_k
+from tests.hls.synthetic import synthetic_model
+
+
+@pytest.mark.parametrize("bits,group,lanes", [(8, 64, 8), (4, 32, 3), (2, 96, 5)])
+def test_pack_round_trip_and_error(bits, group, lanes):
+    model = synthetic_model()                                     # dim 100: rows padded to whole groups
+    design = design_for(model.config, HlsConfig(head_bits=bits, head_group=group, head_lanes=lanes, max_seq=16))
+    weight = np.random.default_rng(bits).normal(0, 1, (design.vocab, design.dim)).astype(np.float32)
+    weight[7] = 0.0                                               # an all-zero row: scale 0, sub-scales 0
+    head = quantize_head(weight, design)
+    assert head.words.size == design.head_words
+    codes, sub = unpack_head(head.words, design)
+    np.testing.assert_array_equal(codes, head.codes)
+    np.testing.assert_array_equal(sub, head.sub_scales)
+    assert np.abs(head.codes).max() <= head_qmax(bits)
+    assert (head.codes[design.vocab:] == 0).all() and (head.codes[:, design.dim:] == 0).all()
+    step = np.repeat(head.sub_scales.astype(np.float64), group, axis=1) * head.row_scales[:, None]
+    restored = (head.codes * step)[:design.vocab, :design.dim]
+    group_max = np.repeat(np.abs(np.pad(weight, ((0, 0), (0, design.head_groups * group - design.dim))))
+                          .reshape(design.vocab, -1, group).max(-1), group, axis=1)[:, :design.dim]
+    # rounding to the grid (half a step) plus the sub-scale's rounding (half of 1/255 of the row's largest step)
+    bound = group_max / head_qmax(bits) * 0.5 + head.row_scales[:design.vocab, None] * (0.5 * head_qmax(bits) + 0.5)
+    assert (np.abs(restored - weight) <= bound + 1e-6).all()
+    assert (restored[7] == 0).all()
+
+
+def test_the_twin_is_close_to_the_float_head_and_ranks_stably():
+    model = synthetic_model()
+    design = design_for(model.config, HlsConfig(head_bits=8, max_seq=16))
+    weight = np.random.default_rng(1).normal(0, 1, (design.vocab, design.dim)).astype(np.float32)
+    head = quantize_head(weight, design)
+    norm = model.tensors["norm"]
+    h = np.random.default_rng(2).normal(0, 1, (6, design.dim)).astype(np.float32)
+    got = lm_head_logits(h, norm, np.float32(1e-5), head.codes, head.sub_scales, head.row_scales, design.vocab)
+    want = rms_norm(h, norm, np.float32(1e-5)) @ weight.T
+    assert np.max(np.abs(got - want)) < 0.03 * np.max(np.abs(want))
+    ids, values = top_k(np.array([[1.0, 3.0, 3.0, 2.0, 3.0]], dtype=np.float32), 4)
+    assert ids.tolist() == [[1, 2, 4, 3]] and values.tolist() == [[3.0, 3.0, 3.0, 2.0]]
+
+
+def test_head_knobs_are_checked():
+    with pytest.raises(ConfigError, match="head_bits"):
+        HlsConfig(head_bits=3)
+    with pytest.raises(ConfigError, match="head_group 24 must be a multiple of 16"):
+        HlsConfig(head_bits=4, head_group=24)
+    from edgekit.fpga.estimate import bitnet_config
+
+    with pytest.raises(ConfigError, match="top_k 41 exceeds the vocabulary of 40"):
+        design_for(bitnet_config(64, 64, 1, 1, 1, 40, 16), HlsConfig(top_k=41))
+
+
+def test_the_accumulator_bound_is_enforced():
+    from edgekit.fpga.estimate import bitnet_config
+
+    # 127 x 127 x 4096 x 255 per group: 9,000 groups of 4,096 int8 weights pass 2^47
+    design = design_for(bitnet_config(4096 * 9000, 64, 1, 1, 1, 64, 16), HlsConfig(head_bits=8, head_group=4096))
+    with pytest.raises(ConfigError, match="48-bit accumulator") as error:
+        check_accumulator(design)
+    assert "--head-group" in error.value.fix
