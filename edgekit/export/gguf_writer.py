@@ -32,9 +32,15 @@ Architectures (`architecture="auto"` picks one):
   output). BitNet models with sub-norms map one to one. bitllama2.c's weightless BitLinear norm
   x / (n * rms(x)) in front of every linear is exactly an RMSNorm with weight 1/n (n its input width), so
   its blocks become bitnet blocks with constant norm weights 1/dim, 1/q_dim, 1/dim and 1/hidden; llama.cpp
-  adds its one `rms_eps` inside each of them (`bitnet_norm_eps`, default 1e-10 where bitllama2.c has none).
+  adds its one `rms_eps` inside each of them (`bitnet_norm_eps`, default 1e-20 where bitllama2.c has none).
+  The eps must be far below the smallest mean square a BitLinear input reaches: bitllama2.c's FFN hidden
+  (silu(gate) * up) goes down to 4e-10 (3M) and has a median of 4e-8 (1M) on TinyStories, so the earlier
+  1e-10 rescaled w2's input by up to 10%. The same eps then sits in the final RMSNorm (bitllama2.c: 1e-5);
+  there it only scales each token's logits by one positive factor (<= 1.2% measured), so the argmax is kept.
 
-Models with per-token int8 activations (BitNet A8, bitllama2.c) export with a note: llama.cpp quantizes
+The model's activation quantization is recorded as `edgekit.act_quant` (llama.cpp ignores it), so edgekit's
+loader reads the file back as the model it was (`edgekit.model.loaders.gguf_file`). Models with per-token
+int8 activations (BitNet A8, bitllama2.c) export with a note: llama.cpp quantizes
 activations its own way (Q8_K blocks of 256 for TQ types, Q8_0 blocks of 32 for Q8_0, f16 for F16), so
 logits agree closely but not bit for bit.
 """
@@ -51,6 +57,7 @@ from edgekit.fileio import atomic_path
 from edgekit.formats import PER_TENSOR, QuantizedTensor, pack_values
 from edgekit.model.lazy import materialize
 from edgekit.model.loaders.common import half_to_interleaved
+from edgekit.model.loaders.gguf_file import ACT_QUANT_KEY
 from edgekit.model.model import LINEAR_NAMES, Model
 from edgekit.model.tokenizer import HFTokenizer, SentencePieceTokenizer
 
@@ -150,7 +157,7 @@ def _check_types(float_type: str, requantize: str | None, overrides: dict) -> No
 def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requantize: str | None = None,
                 name: str = "edgekit", architecture: str = "auto", linear_type: str | None = None,
                 embedding_type: str | None = None, output_type: str | None = None,
-                bitnet_norm_eps: float = 1e-10) -> GGUFExportReport:
+                bitnet_norm_eps: float = 1e-20) -> GGUFExportReport:
     """Write `model` to `path` atomically and return what each tensor became (see the module doc)."""
     import gguf
 
@@ -231,6 +238,9 @@ def _write_metadata(writer, model: Model, name: str, eps: float) -> None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(c.rope.factor)
     writer.add_vocab_size(c.vocab_size)
+    # llama.cpp ignores this key; edgekit's GGUF loader reads it so the model comes back with the activation
+    # quantization it was exported with (the bitnet architecture implies int8, llama float, without it)
+    writer.add_string(ACT_QUANT_KEY, c.act_quant)
 
 
 def _write_tokenizer(writer, model: Model) -> None:

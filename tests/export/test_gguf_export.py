@@ -86,12 +86,11 @@ def test_ternary_exports_trits_exactly(tiny, tmp_path, fmt, qtype):
     entry = next(t for t in report.tensors if t.name == "layers.1.w1")
     assert entry.gguf_type == qtype
     reloaded = load(tmp_path / "t.gguf")
-    ours = packed.tensors["layers.1.w1"]
-    trits = ours.values()[:, : ours.cols]
-    theirs = np.asarray(reloaded.tensors["layers.1.w1"])
+    ours, theirs = packed.tensors["layers.1.w1"], reloaded.tensors["layers.1.w1"]
+    assert (theirs.format, theirs.group_size) == (fmt, ours.group_size)          # loaded back packed, as written
+    np.testing.assert_array_equal(theirs.values()[:, : theirs.cols], ours.values()[:, : ours.cols])  # every trit
     scale = np.float32(ours.scales[0, 0])
-    np.testing.assert_array_equal(np.sign(theirs), trits)           # every trit survives
-    assert np.abs(np.abs(theirs[trits != 0]) - scale).max() <= scale * 2**-11  # fp16 rounding of the scale only
+    assert theirs.scales[0, 0] == np.float16(scale)                 # the fp16 rounding of the scale only
     assert entry.max_abs_error <= scale * 2**-11
 
 
@@ -179,11 +178,11 @@ def test_default_model_exports_ternary_rows_as_q8_0_and_runs_token_for_token(tmp
     report = export_gguf(model, tmp_path / "d.gguf")
     assert report.architecture == "llama" and any("int8 activations" in n for n in report.notes)
     assert {t.gguf_type for t in report.tensors if t.name.endswith(".w1")} == {"Q8_0"}
-    reloaded = load(tmp_path / "d.gguf")              # round trip: the trits and fp16 scales come back
-    ours = model.tensors["layers.2.w2"]
-    theirs = np.asarray(reloaded.tensors["layers.2.w2"])
-    np.testing.assert_array_equal(np.sign(theirs), ours.values()[:, : ours.cols])
-    assert np.abs(np.abs(theirs[theirs != 0]) - np.float16(ours.scales[0, 0])).max() == 0
+    reloaded = load(tmp_path / "d.gguf")              # round trip: the trits and fp16 scales come back as ek_t2
+    ours, theirs = model.tensors["layers.2.w2"], reloaded.tensors["layers.2.w2"]
+    assert (theirs.format, theirs.group_size) == ("ek_t2", ours.group_size)
+    np.testing.assert_array_equal(theirs.values()[:, : theirs.cols], ours.values()[:, : ours.cols])
+    assert theirs.scales[0, 0] == np.float16(ours.scales[0, 0])
     backend = llama_cpp_backend(model)
     assert backend_greedy(backend) == edgekit_greedy(model)
     backend.close()

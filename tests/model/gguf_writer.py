@@ -14,7 +14,8 @@ QTYPES = {name: gguf.GGMLQuantizationType[name] for name in
 _NAMES = {"input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "attn_q",
           "self_attn.k_proj.weight": "attn_k", "self_attn.v_proj.weight": "attn_v",
           "self_attn.o_proj.weight": "attn_output", "post_attention_layernorm.weight": "ffn_norm",
-          "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down"}
+          "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down",
+          "self_attn.attn_sub_norm.weight": "attn_sub_norm", "mlp.ffn_sub_norm.weight": "ffn_sub_norm"}
 
 
 def llama_cpp_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -23,7 +24,9 @@ def llama_cpp_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def gguf_tensors(hf_model) -> dict[str, np.ndarray]:
+def gguf_tensors(hf_model, permute: bool = True) -> dict[str, np.ndarray]:
+    """GGUF name -> array; q/k permuted to adjacent pairs for llama (bitnet's NEOX RoPE keeps rotate-half,
+    as convert_hf_to_gguf.py's BitnetModel writes them)."""
     cfg = hf_model.config
     out = {}
     for name, tensor in hf_model.state_dict().items():
@@ -37,9 +40,9 @@ def gguf_tensors(hf_model) -> dict[str, np.ndarray]:
                 out["output.weight"] = array
         else:
             _, _, layer, rest = name.split(".", 3)
-            if rest == "self_attn.q_proj.weight":
+            if rest == "self_attn.q_proj.weight" and permute:
                 array = llama_cpp_permute(array, cfg.num_attention_heads)
-            elif rest == "self_attn.k_proj.weight":
+            elif rest == "self_attn.k_proj.weight" and permute:
                 array = llama_cpp_permute(array, cfg.num_key_value_heads)
             out[f"blk.{layer}.{_NAMES[rest]}.weight"] = array
     return out
@@ -71,11 +74,12 @@ def add_bpe_vocab(writer: gguf.GGUFWriter, tokens: list[str], merges: list[str],
     writer.add_eos_token_id(0)
 
 
-def write_gguf(path: Path, hf_model, weight_type: str = "F32", vocab=None, overrides: dict | None = None) -> dict:
-    """Write `hf_model` as a llama GGUF; 2-D weights in `weight_type` (norms F32). Returns what was stored,
-    dequantized, by GGUF tensor name."""
+def write_gguf(path: Path, hf_model, weight_type: str = "F32", vocab=None, overrides: dict | None = None,
+               arch: str = "llama") -> dict:
+    """Write `hf_model` as a `llama` (or, for transformers' BitNet, `bitnet`) GGUF; 2-D weights in `weight_type`
+    (norms F32). Returns what was stored, dequantized, by GGUF tensor name."""
     cfg = hf_model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_feed_forward_length(cfg.intermediate_size)
@@ -87,7 +91,7 @@ def write_gguf(path: Path, hf_model, weight_type: str = "F32", vocab=None, overr
     writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
     (vocab or (lambda w: None))(writer)
     stored = {}
-    for name, array in gguf_tensors(hf_model).items():
+    for name, array in gguf_tensors(hf_model, permute=arch == "llama").items():
         kind = (overrides or {}).get(name, weight_type if array.ndim == 2 else "F32")
         qtype = QTYPES[kind]
         if kind == "F32":

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UnsupportedModelError
+from edgekit.formats import QuantizedTensor
 from edgekit.model import load
 from edgekit.model.reference import KVCache, ReferenceForward
 from edgekit.model.tokenizer import build_gpt2_bpe_tokenizer
@@ -24,18 +25,30 @@ def hf_model():
     return make_model("llama", seed=3, **DIMS)
 
 
+PACKED_AS = {"Q8_0": ("ek_i8", 32), "Q4_0": ("ek_i4", 32), "TQ1_0": ("ek_t2", 256), "TQ2_0": ("ek_t2", 256)}
+
+
+def dense(tensor) -> np.ndarray:
+    return tensor.dequantize() if isinstance(tensor, QuantizedTensor) else np.asarray(tensor)
+
+
 @pytest.mark.parametrize("weight_type", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "TQ1_0", "TQ2_0"])
 def test_each_tensor_type_loads_as_gguf_dequantizes_it(tmp_path, hf_model, models, weight_type):
     path = tmp_path / f"tiny-{weight_type}.gguf"
     stored = write_gguf(path, hf_model, weight_type, vocab=lambda w: add_spm_vocab(w, models / "tok512.model"))
     model = load(path)
     t = model.tensors
-    np.testing.assert_array_equal(t["tok_embeddings"], stored["token_embd.weight"])
-    np.testing.assert_array_equal(t["layers.1.w2"], stored["blk.1.ffn_down.weight"])
+    np.testing.assert_array_equal(dense(t["tok_embeddings"]), stored["token_embd.weight"])
+    np.testing.assert_array_equal(dense(t["layers.1.w2"]), stored["blk.1.ffn_down.weight"])
     # q/k come back in rotate-half order: permuting them again gives exactly what the file stores.
-    np.testing.assert_array_equal(llama_cpp_permute(np.asarray(t["layers.0.wq"]), 4), stored["blk.0.attn_q.weight"])
-    np.testing.assert_array_equal(llama_cpp_permute(np.asarray(t["layers.1.wk"]), 2), stored["blk.1.attn_k.weight"])
+    np.testing.assert_array_equal(llama_cpp_permute(dense(t["layers.0.wq"]), 4), stored["blk.0.attn_q.weight"])
+    np.testing.assert_array_equal(llama_cpp_permute(dense(t["layers.1.wk"]), 2), stored["blk.1.attn_k.weight"])
     assert weight_type in model.metadata["gguf.tensor_types"]
+    if weight_type in PACKED_AS:  # ggml's own quantizer picks a scale per block: they stay per block, packed
+        fmt, group = PACKED_AS[weight_type]
+        assert (t["layers.1.w2"].format, t["layers.1.w2"].group_size) == (fmt, group)
+    else:
+        assert not isinstance(t["layers.1.w2"], QuantizedTensor)
 
 
 def test_f32_gguf_logits_match_transformers(tmp_path, hf_model, models):
@@ -106,3 +119,67 @@ def test_gguf_with_gpt2_vocabulary_loads(tmp_path, hf_model, trained_bpe):
     model = load(path)
     text = "Once upon a time, Tim went to the park."
     assert model.tokenizer.encode(text) == trained_bpe.encode(text).ids
+
+
+BITNET = dict(DIMS, hidden_act="silu", tie_word_embeddings=True)  # llama.cpp's bitnet architecture: SiLU, tied
+
+
+@pytest.fixture(scope="module")
+def hf_bitnet():
+    return make_model("bitnet", seed=5, **BITNET)
+
+
+def test_bitnet_gguf_from_another_tool_matches_transformers(tmp_path, hf_bitnet, models):
+    """A bitnet-architecture file laid out as convert_hf_to_gguf.py writes one (bitnet.* keys, sub-norms, q/k
+    left in rotate-half order for NEOX RoPE): the sub-norms map, and with float activations the forward is
+    transformers' BitNet (from_config, so float weights and activations)."""
+    import dataclasses
+
+    path = tmp_path / "bitnet.gguf"
+    write_gguf(path, hf_bitnet, "F32", vocab=lambda w: add_spm_vocab(w, models / "tok512.model"), arch="bitnet")
+    model = load(path)
+    c = model.config
+    assert c.architecture == "bitnet" and c.sub_norms and c.tie_embeddings and c.activation == "silu"
+    assert c.act_quant == "int8_absmax"           # the architecture's own activations, absent edgekit's key
+    float_acts = dataclasses.replace(model, config=dataclasses.replace(c, act_quant="none"))
+    ours = ReferenceForward(float_acts).forward(TOKENS, KVCache(c))
+    assert np.abs(ours - hf_logits(hf_bitnet, TOKENS).numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("weight_type", ["TQ2_0", "TQ1_0"])
+def test_bitnet_gguf_ternary_tensors_load_packed(tmp_path, models, weight_type):
+    """ggml's TQ quantizer on absmean trits (one scale per tensor, as BitNet's converter does) -> the same trits
+    in ek_t2 / ek_t1 with that one scale, read without requantizing."""
+    from edgekit.model.ternary import absmean_ternarize
+
+    hf = make_model("bitnet", seed=6, **BITNET)
+    import torch
+
+    with torch.no_grad():
+        for name, param in hf.named_parameters():
+            if name.endswith("proj.weight"):
+                trits, scale = absmean_ternarize(param.numpy())
+                param.copy_(torch.from_numpy(trits * np.float16(scale).astype(np.float32)))
+    path = tmp_path / "t.gguf"
+    write_gguf(path, hf, weight_type, vocab=lambda w: add_spm_vocab(w, models / "tok512.model"), arch="bitnet",
+               overrides={"token_embd.weight": "F32"})
+    tensor = load(path).tensors["layers.1.w1"]
+    assert isinstance(tensor, QuantizedTensor)
+    assert (tensor.format, tensor.group_size) == ({"TQ2_0": "ek_t2", "TQ1_0": "ek_t1"}[weight_type], -1)
+    np.testing.assert_array_equal(tensor.dequantize(), hf.model.layers[1].mlp.gate_proj.weight.detach().numpy())
+
+
+def test_bitnet_gguf_with_a_k_quant_is_rejected_by_name(tmp_path, hf_bitnet, models):
+    path = tmp_path / "bitnet-k.gguf"
+    write_gguf(path, hf_bitnet, "F16", vocab=lambda w: add_spm_vocab(w, models / "tok512.model"), arch="bitnet",
+               overrides={"blk.0.ffn_down.weight": "Q4_K"})
+    with pytest.raises(UnsupportedModelError, match=r"blk\.0\.ffn_down\.weight.*Q4_K.*supported") as info:
+        load(path)
+    assert "re-quantize" in info.value.fix
+
+
+def test_bitnet_sub_norm_names_are_not_llama_tensors(tmp_path, hf_bitnet, models):
+    path = tmp_path / "mislabelled.gguf"
+    write_gguf(path, hf_bitnet, "F32", vocab=lambda w: add_spm_vocab(w, models / "tok512.model"), arch="llama")
+    with pytest.raises(UnsupportedModelError, match=r"attn_sub_norm.*llama architecture"):
+        load(path)

@@ -34,7 +34,7 @@ def register_format(fmt: CheckpointFormat) -> None:
 register_format(CheckpointFormat("edgekit", is_edgekit_file, load_edgekit,
                                  ".edgekit packed model (safetensors + edgekit metadata)"))
 register_format(CheckpointFormat("hf", is_hf_dir, load_hf, "Hugging Face directory (config.json + safetensors)"))
-register_format(CheckpointFormat("gguf", is_gguf, load_gguf, "GGUF file (llama architecture)"))
+register_format(CheckpointFormat("gguf", is_gguf, load_gguf, "GGUF file (llama or bitnet architecture)"))
 register_format(CheckpointFormat("llama2c", is_llama2c, load_llama2c,
                                  "llama2.c / bitllama2.c .bin (+ tokenizer.bin)"))
 

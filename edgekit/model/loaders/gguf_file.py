@@ -1,9 +1,21 @@
-"""GGUF files of the llama architecture, read with the `gguf` package.
+"""GGUF files of llama.cpp's `llama` and `bitnet` architectures, read with the `gguf` package.
 
-Tensor types F32, F16, BF16, Q8_0, Q4_0, TQ1_0 and TQ2_0 are dequantized to float32 by gguf-py's
-reference `gguf.quants.dequantize`; any other type is rejected by tensor name. llama.cpp's converter
-permutes q/k rows into adjacent-pair RoPE order; they are permuted back to the canonical rotate-half
-order here. The vocabulary embedded in the file becomes the tokenizer.
+Tensor types: F32, F16 and BF16 matrices are read as float32 (lazily, through gguf-py's reference
+`gguf.quants.dequantize`); TQ2_0, TQ1_0, Q4_0 and Q8_0 matrices become edgekit packed tensors holding the
+same integers and fp16 block scales (`gguf_packed.py`: ek_t2 / ek_t1 / ek_i4 / ek_i8, nothing requantized);
+any other type (K-quants, IQ types, ...) is rejected by tensor name with an `UnsupportedModelError`.
+
+Architectures (metadata keys are prefixed with the architecture's name, `llama.` or `bitnet.`):
+
+- `llama`: llama.cpp's converter permutes q/k rows into adjacent-pair RoPE order; they are permuted back
+  to the canonical rotate-half order here.
+- `bitnet` (llama.cpp's LLM_ARCH_BITNET): NEOX RoPE, so q/k are already rotate-half; the sub-norms
+  `attn_sub_norm` / `ffn_sub_norm` become `ModelConfig.sub_norms`; SiLU gate; activations are BitNet's
+  per-token int8 (`act_quant="int8_absmax"`) unless the file says otherwise.
+
+`edgekit.act_quant`, written by `edgekit.export.gguf_writer`, records the activation quantization the
+model was exported with (llama.cpp ignores the key); without it `llama` files load with float activations.
+The vocabulary embedded in the file becomes the tokenizer.
 """
 
 from __future__ import annotations
@@ -18,12 +30,15 @@ import numpy as np
 from edgekit.errors import ConfigError, CorruptCheckpointError, EdgekitError, TokenizerError, UnsupportedModelError
 from edgekit.model.config import ModelConfig, RopeConfig
 from edgekit.model.lazy import LazyArray
+from edgekit.formats import QuantizedTensor
 from edgekit.model.loaders.common import interleaved_to_half
+from edgekit.model.loaders.gguf_packed import PACKED_TYPES, packed_from_ggml
 from edgekit.model.model import Model
 from edgekit.model.tokenizer import Tokenizer, build_gpt2_bpe_tokenizer, build_spm_bpe_tokenizer
 
 GGUF_MAGIC = b"GGUF"
-GGUF_ARCHITECTURES = ("llama",)
+GGUF_ARCHITECTURES = ("llama", "bitnet")
+ACT_QUANT_KEY = "edgekit.act_quant"
 GGUF_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "TQ1_0", "TQ2_0")
 
 _GLOBAL = {"token_embd.weight": "tok_embeddings", "output_norm.weight": "norm", "output.weight": "output",
@@ -32,6 +47,7 @@ _LAYER = {"attn_norm.weight": "attn_norm", "attn_q.weight": "wq", "attn_k.weight
           "attn_output.weight": "wo", "attn_q.bias": "bq", "attn_k.bias": "bk", "attn_v.bias": "bv",
           "attn_output.bias": "bo", "ffn_norm.weight": "ffn_norm", "ffn_gate.weight": "w1",
           "ffn_up.weight": "w3", "ffn_down.weight": "w2"}
+_BITNET_LAYER = {"attn_sub_norm.weight": "attn_sub_norm", "ffn_sub_norm.weight": "ffn_sub_norm"}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
@@ -49,13 +65,15 @@ def load_gguf(path: Path) -> Model:
     if arch not in GGUF_ARCHITECTURES:
         raise UnsupportedModelError(f"GGUF architecture {arch!r} is not supported; supported: {GGUF_ARCHITECTURES}",
                                     path=path)
-    entries = _entries(reader, path)
+    entries = _entries(reader, arch, path)
     try:
-        config = _config(fields, set(entries), path)
+        config = _config(fields, arch, set(entries), path)
         tokenizer = _tokenizer(fields, path)
     except (TypeError, ValueError) as exc:  # a metadata value of the wrong type
         raise CorruptCheckpointError(f"metadata value of the wrong type ({exc})", path=path) from None
-    heads = {"wq": config.n_heads, "bq": config.n_heads, "wk": config.n_kv_heads, "bk": config.n_kv_heads}
+    # llama's q/k rows are in adjacent-pair order; bitnet's NEOX RoPE keeps them rotate-half
+    heads = {"wq": config.n_heads, "bq": config.n_heads, "wk": config.n_kv_heads, "bk": config.n_kv_heads} \
+        if arch == "llama" else {}
     tensors = {name: _tensor(t, name, heads.get(name.rsplit(".", 1)[-1]), path) for name, t in entries.items()}
     return Model(config=config, tensors=tensors, tokenizer=tokenizer, source=path, source_format="gguf",
                  metadata={"gguf.tensor_types": ",".join(sorted({t.tensor_type.name for t in reader.tensors}))})
@@ -98,13 +116,13 @@ def _fields(reader, path: Path) -> dict[str, Any]:
     return out
 
 
-def _entries(reader, path: Path) -> dict:
+def _entries(reader, arch: str, path: Path) -> dict:
     """Canonical name -> gguf-py tensor, rejecting unknown names and unsupported types by name."""
     entries = {}
     for t in reader.tensors:
-        name = _canonical(t.name)
+        name = _canonical(t.name, arch)
         if name is None:
-            raise UnsupportedModelError(f"unexpected tensor {t.name!r} for the llama architecture", path=path)
+            raise UnsupportedModelError(f"unexpected tensor {t.name!r} for the {arch} architecture", path=path)
         if t.tensor_type.name not in GGUF_TENSOR_TYPES:
             raise UnsupportedModelError(f"tensor {t.name!r} has type {t.tensor_type.name}; supported: "
                                         f"{GGUF_TENSOR_TYPES}", path=path,
@@ -113,12 +131,14 @@ def _entries(reader, path: Path) -> dict:
     return entries
 
 
-def _tensor(t, name: str, rope_heads: int | None, path: Path) -> np.ndarray | LazyArray:
-    """Matrices stay `LazyArray`s (dequantized on use); vectors are read now. q/k rows (and biases) are
-    permuted back from llama.cpp's adjacent-pair order."""
+def _tensor(t, name: str, rope_heads: int | None, path: Path) -> np.ndarray | LazyArray | QuantizedTensor:
+    """Float matrices stay `LazyArray`s (read on use), block-quantized ones become packed tensors; vectors are
+    read now. q/k rows (and biases) are permuted back from llama.cpp's adjacent-pair order when `rope_heads`."""
     from gguf import quants
 
     shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims fastest-first
+    if len(shape) == 2 and t.tensor_type.name in PACKED_TYPES:
+        return _packed(t, name, shape, rope_heads, path)
 
     def read() -> np.ndarray:
         array = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
@@ -138,12 +158,29 @@ def _tensor(t, name: str, rope_heads: int | None, path: Path) -> np.ndarray | La
                                      path=path) from None
 
 
-def _canonical(name: str) -> str | None:
+def _packed(t, name: str, shape: tuple[int, int], rope_heads: int | None, path: Path) -> QuantizedTensor:
+    if rope_heads and shape[0] % (2 * rope_heads):
+        raise CorruptCheckpointError(f"tensor {name!r} has {shape[0]} rows, not a multiple of "
+                                     f"2 x {rope_heads} heads", path=path)
+    try:
+        tensor = packed_from_ggml(np.asarray(t.data), t.tensor_type.name, shape, path, t.name)
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        raise CorruptCheckpointError(f"tensor {t.name!r} cannot be read ({type(exc).__name__}: {exc})",
+                                     path=path) from None
+    if rope_heads:  # a row permutation: packing is per row, so the packed rows move as they are
+        tensor = tensor.take_rows(interleaved_to_half(np.arange(shape[0]), rope_heads))
+    return tensor
+
+
+def _canonical(name: str, arch: str = "llama") -> str | None:
     if name in _GLOBAL:
         return _GLOBAL[name]
     match = _BLOCK_RE.match(name)
-    if match and match.group(2) in _LAYER:
-        return f"layers.{int(match.group(1))}.{_LAYER[match.group(2)]}"
+    layer = {**_LAYER, **_BITNET_LAYER} if arch == "bitnet" else _LAYER
+    if match and match.group(2) in layer:
+        return f"layers.{int(match.group(1))}.{layer[match.group(2)]}"
     return None
 
 
@@ -169,8 +206,8 @@ def _int(fields: dict, key: str, path: Path, default: int | None = None) -> int:
         raise ConfigError(f"GGUF metadata {key!r} = {value!r} is not an integer", path=path) from None
 
 
-def _config(fields: dict, tensors: set[str], path: Path) -> ModelConfig:
-    a = "llama."
+def _config(fields: dict, arch: str, tensors: set[str], path: Path) -> ModelConfig:
+    a = arch + "."
     dim = _int(fields, a + "embedding_length", path)
     n_heads = _int(fields, a + "attention.head_count", path)
     head_dim = _int(fields, a + "attention.key_length", path, dim // max(n_heads, 1))
@@ -183,13 +220,14 @@ def _config(fields: dict, tensors: set[str], path: Path) -> ModelConfig:
                           scaling="linear" if rope_kind == "linear" else "default",
                           factor=float(fields.get(a + "rope.scaling.factor", 1.0)))
         return ModelConfig(
-            architecture="llama", dim=dim, hidden_dim=_int(fields, a + "feed_forward_length", path),
+            architecture=arch, dim=dim, hidden_dim=_int(fields, a + "feed_forward_length", path),
             n_layers=_int(fields, a + "block_count", path), n_heads=n_heads,
             n_kv_heads=_int(fields, a + "attention.head_count_kv", path, n_heads), vocab_size=vocab,
             max_seq_len=_int(fields, a + "context_length", path, 2048), head_dim=head_dim,
             norm_eps=float(fields.get(a + "attention.layer_norm_rms_epsilon", 1e-5)), rope=rope,
             tie_embeddings="output" not in tensors, qkv_bias="layers.0.bq" in tensors,
-            o_bias="layers.0.bo" in tensors)
+            o_bias="layers.0.bo" in tensors, sub_norms="layers.0.attn_sub_norm" in tensors,
+            act_quant=str(fields.get(ACT_QUANT_KEY, "int8_absmax" if arch == "bitnet" else "none")))
     except ConfigError as exc:
         raise ConfigError(str(exc), path=path) from None
 
