@@ -20,6 +20,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -181,7 +182,9 @@ class ServerProcess:
         env = {**os.environ, "EDGEKIT_BRIDGE_TOKEN": self.token}
         command = [sys.executable, "-m", "edgekit.cli.main", "bridge", "serve", str(model_path), "--port",
                    str(self.port), *extra_args]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # the server logs every connection: to a file, never an unread pipe (a full pipe blocks the server)
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
                                         preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self._wait_healthy(start_timeout_s)
 
@@ -195,7 +198,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EdgekitError(f"the bridge server exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise EdgekitError(f"the bridge server exited: {self.log_tail()}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=1).status_code == 200:
                     return
@@ -203,6 +206,10 @@ class ServerProcess:
                 time.sleep(0.2)
         self.stop()
         raise EdgekitError(f"the bridge server did not answer /v1/health within {timeout_s:.0f} s")
+
+    def log_tail(self, n: int = 2000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-n:]
 
     def metrics(self) -> str:
         import httpx
@@ -218,8 +225,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        self.log.close()
 
     def __enter__(self) -> "ServerProcess":
         return self
