@@ -109,7 +109,11 @@ class FpgaBackend:
     def context_length(self) -> int:
         return self.design.max_seq
 
-    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+    def prefill(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
+        """Logits [T, vocab] of every token; with last_only [1, vocab] of the last (the fabric head returns
+        only its top-k then, as a generation on the board does: what the estimate's TTFT counts)."""
+        if last_only:
+            return self.session.last_logits(tokens)[None, :]
         return self.session.prefill_logits(tokens)
 
     def decode(self, token: int) -> np.ndarray:

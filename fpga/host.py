@@ -120,16 +120,20 @@ class FpgaSession:
         hidden = self.run(tokens)
         return self.device_logits(len(hidden)) if self.lm_head == "fpga" else self.logits(hidden)
 
-    def decode_logits(self, token: int) -> np.ndarray:
-        """Logits [vocab] of one step. With the device's head only its top-k come back: the other entries
-        are -inf, so greedy decoding is exact and sampling draws from the top-k (host sampling)."""
+    def last_logits(self, tokens) -> np.ndarray:
+        """Logits [vocab] of the last of `tokens` (a decode step, or the end of a prompt). With the device's
+        head only its top-k come back: the other entries are -inf, so greedy decoding is exact and sampling
+        draws from the top-k (host sampling)."""
         if self.lm_head != "fpga":
-            return self.logits(self.run([token]))[0]
-        self.run([token], head_rows=1)
+            return self.logits(self.run(tokens)[-1:])[0]
+        self.run(tokens, head_rows=1)
         ids, values = self.top_k(1)
         logits = np.full(self.design.vocab, -np.inf, dtype=np.float32)
         logits[ids[0]] = values[0]
         return logits
+
+    def decode_logits(self, token: int) -> np.ndarray:
+        return self.last_logits([token])
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """The host's LM head ("f32" or "int8") on final-layer hidden states."""

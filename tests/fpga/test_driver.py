@@ -126,6 +126,12 @@ def test_the_fabric_lm_head_runs_through_the_driver_bit_exactly(csim_setup):
         token, position = int(want_ids[0, 0]), position + 1
     # the decode step's head: one code word of every lane a cycle, every row block once
     assert device.counters()["head_cycles"] > 0
+    session.position = 0                                   # a generation's prefill: the last row's top-k only
+    last = session.last_logits(prompt)
+    want_ids, want_values = top_k(logits[-1:], design.hls.top_k)
+    np.testing.assert_array_equal(session.top_k(1)[0], want_ids)
+    np.testing.assert_array_equal(last[want_ids[0]], want_values[0])
+    assert np.isfinite(last).sum() == design.hls.top_k
 
 
 def test_head_rows_beyond_the_logits_buffer_are_refused(csim_setup):

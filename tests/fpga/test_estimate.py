@@ -154,3 +154,11 @@ def test_the_fabric_head_of_2b4t():
                                                     head_lanes=16)), board)
     assert int8.fabric_head_s() > 1.9 * fabric.fabric_head_s()
     check_fits(design, board)
+
+
+def test_a_head_too_wide_for_the_part_is_refused_with_the_knob(tmp_path):
+    model = synthetic_model()
+    with pytest.raises(ConfigError, match="needs .* dsps but ultra96v2") as error:
+        generate_project(model, load_board("ultra96v2"), tmp_path / "prj", HlsConfig(lanes=4, head_lanes=64, max_seq=16))
+    assert "--head-lanes" in error.value.fix
+    assert list(tmp_path.iterdir()) == []
