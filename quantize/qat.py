@@ -85,6 +85,9 @@ class QATConfig(JsonConfig):
       student's grids (the searched or GPTQ ones) and trains only which code each weight takes; "learned"
       also trains the scales (LSQ gradient) at `scale_lr_ratio` times the weights' learning rate. The
       packed model stores the trained grids.
+    - `awq`: before training, fold activation-aware per-channel scales (`awq.py`, calibrated on at most
+      `calib_tokens` tokens of the training documents) into the teacher's norms and block linears; the
+      folded teacher computes the same function, and the student starts from it (integer formats only).
     """
 
     config_name = "QAT config"
@@ -117,6 +120,7 @@ class QATConfig(JsonConfig):
     calib_tokens: int = 8192
     grid: str = "dynamic"
     scale_lr_ratio: float = 0.1
+    awq: bool = False
     version: int = QAT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -172,6 +176,11 @@ class QATConfig(JsonConfig):
                               fix="use init='float' for ternary QAT")
         check_number("calib_tokens", self.calib_tokens, integer=True, low=MIN_CALIBRATION_TOKENS)
         check_number("scale_lr_ratio", self.scale_lr_ratio, low=0)
+        if not isinstance(self.awq, bool):
+            raise ConfigError(f"QAT config field 'awq' must be true or false, got {self.awq!r}")
+        if self.awq and get_format(self.format).kind != "int":
+            raise ConfigError(f"QAT config field 'awq': AWQ scales integer grids, not {self.format}'s",
+                              fix="use awq=False for ternary QAT")
         if self.grid not in GRIDS:
             raise ConfigError(f"QAT config field 'grid' must be one of {GRIDS}, got {self.grid!r}")
         if self.grid != "dynamic" and get_format(self.format).kind != "int":
@@ -418,6 +427,8 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
     after every step.
     """
     stream = load_training_tokens(teacher, text_path, config)
+    if config.awq:
+        teacher = fold_awq_scales(teacher, text_path, config)
     torch.manual_seed(config.seed)
     teacher_net = build_torch_model(teacher, trainable=False)
     start, grids = initial_student(teacher, text_path, config)
@@ -436,6 +447,21 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
             save_checkpoint(path, student, optimizer, state, config, fingerprint)
     run_steps(student, teacher_net, optimizer, stream, state, config, save, progress)
     return latent_model(teacher, student, config)
+
+
+def fold_awq_scales(teacher: Model, text_path: str | Path, config: QATConfig) -> Model:
+    """The teacher with AWQ scales folded in (the same function), calibrated on the training documents."""
+    from edgekit.quantize.awq import awq_fold
+    from edgekit.quantize.calibration import calibration_sequences, check_calibration_tokens, read_calibration_text
+
+    sequences = calibration_sequences(teacher.tokenizer, read_calibration_text(text_path),
+                                      seq_len=teacher.config.max_seq_len, max_tokens=config.calib_tokens,
+                                      first_document=config.first_document)
+    check_calibration_tokens(sequences, teacher.config, config.calib_tokens)
+    group = config.quantize_config().default_group_size(config.format)
+    folded, alphas = awq_fold(teacher, sequences, config.format, group, config.scale_search)
+    log.info("QAT teacher with AWQ scales folded in (alphas %s)", alphas)
+    return folded
 
 
 def initial_student(teacher: Model, text_path: str | Path, config: QATConfig) -> tuple[Model, dict]:
