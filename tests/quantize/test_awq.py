@@ -60,3 +60,15 @@ def test_models_without_norm_weights_are_refused(models, sequences):
     bitnet = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
     with pytest.raises(UnsupportedModelError, match="norm"):
         awq_fold(bitnet, sequences, "ek_i4", 32)
+
+
+def test_qat_config_takes_awq_for_integer_formats_only():
+    from edgekit.errors import ConfigError
+    from edgekit.quantize.qat import QATConfig
+
+    config = QATConfig(format="ek_i4", group_size=32, awq=True)
+    assert QATConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="awq"):
+        QATConfig(format="ek_t2", awq=True)
+    with pytest.raises(ConfigError, match="awq"):
+        QATConfig(format="ek_i4", awq="yes")
