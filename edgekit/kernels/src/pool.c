@@ -6,12 +6,12 @@
  * (calls arrive back to back during decode, and a condition-variable wake-up costs tens of microseconds),
  * then sleep on a condition variable so an idle runtime costs no CPU.
  *
- * Pinning (Linux): when the pool uses at most the CPUs the process may run on, the calling thread is pinned to
- * the first allowed CPU (on its first job) and worker i to the (i + 1)-th. Without it the kernel (6.18, 2 vCPUs,
- * niced jobs of other users on the second one) kept the caller and the spinning worker on the same CPU for
- * whole seconds: 2 threads ran a cache-resident 640 x 2560 ek_t2 GEMV in 38 us vs 11.6 us on 1 thread, and
- * 6912 x 2560 no faster than 1 thread. EDGEKIT_PIN_THREADS=0 turns pinning off (the caller's own mask is
- * restored when the pool shrinks to one thread).
+ * Pinning (Linux): when the pool uses at most the CPUs the process may run on, each worker is pinned to one of
+ * the allowed CPUs other than the caller's current one (re-pinned if the caller moves; the caller itself stays
+ * free, so threads it creates later keep the process's mask). Without it the kernel (6.18, 2 vCPUs, niced jobs
+ * of other users on the second one) kept the caller and the spinning worker on the same CPU for whole seconds:
+ * 2 threads ran a cache-resident 640 x 2560 ek_t2 GEMV in 38 us vs 11.6 us on 1 thread, and 6912 x 2560 no
+ * faster than 1 thread. EDGEKIT_PIN_THREADS=0 turns pinning off.
  */
 #ifdef __linux__
 #define _GNU_SOURCE /* pthread_setaffinity_np, CPU_SET */
@@ -26,7 +26,9 @@
 #include <time.h>
 
 #define EK_MAX_THREADS 256
+#ifndef EK_SPIN_NS
 #define EK_SPIN_NS 200000 /* 200 us: longer than the Python gap between two linear layers */
+#endif
 
 typedef struct {
     ek_chunk_fn fn;
@@ -45,28 +47,19 @@ static struct {
     int shutdown;
     atomic_uint gen;
     pool_job *job;
-    int caller_cpu;            /* CPU the calling thread is pinned to on its next job, -1: no pinning */
-    unsigned pin_gen;          /* bumped whenever the pinning plan changes (under call_lock) */
+    int caller_cpu;            /* CPU the workers were pinned around, -1: no pinning */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0, 0, NULL, -1, 0};
+          PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0, 0, NULL, -1};
 
 /* ---- pinning ------------------------------------------------------------------------------------------ */
 
 #ifdef __linux__
-static cpu_set_t original_mask; /* the process's allowed CPUs, read before anything is pinned */
-static int original_count = -1;
-static __thread unsigned caller_pin_gen; /* pin_gen this thread last applied; 0 = never pinned */
+static cpu_set_t allowed_mask; /* the CPUs the process may use, read when the pool is first sized */
+static int allowed_count = -1;
 
 static int pinning_wanted(void) {
     const char *env = getenv("EDGEKIT_PIN_THREADS");
     return !(env && env[0] == '0');
-}
-
-/* The n-th CPU (0-based) of the original mask, or -1. */
-static int nth_allowed_cpu(int n) {
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &original_mask) && n-- == 0) return cpu;
-    return -1;
 }
 
 static void pin_thread(pthread_t thread, int cpu) {
@@ -76,30 +69,33 @@ static void pin_thread(pthread_t thread, int cpu) {
     pthread_setaffinity_np(thread, sizeof one, &one); /* best effort: a refusal leaves the thread unpinned */
 }
 
-/* After the workers are (re)created: pin worker i to allowed CPU i + 1 and plan the caller's CPU 0; with one
- * thread (or pinning off, or more threads than CPUs) nothing is pinned and the caller gets its mask back. */
-static void plan_pinning(void) {
-    if (original_count < 0) {
-        CPU_ZERO(&original_mask);
-        if (sched_getaffinity(0, sizeof original_mask, &original_mask) != 0) CPU_ZERO(&original_mask);
-        original_count = CPU_COUNT(&original_mask);
-    }
-    int threads = pool.workers + 1;
-    int pin = pinning_wanted() && threads > 1 && threads <= original_count;
-    if (pin)
-        for (int i = 0; i < pool.workers; i++) pin_thread(pool.threads[i], nth_allowed_cpu(i + 1));
-    pool.caller_cpu = pin ? nth_allowed_cpu(0) : -1;
-    pool.pin_gen++;
-    if (!pin && caller_pin_gen) { /* this thread was pinned by an earlier plan: give it its mask back */
-        pthread_setaffinity_np(pthread_self(), sizeof original_mask, &original_mask);
-        caller_pin_gen = 0;
-    }
+/* Workers onto the allowed CPUs other than `caller_cpu`, in order (under call_lock). */
+static void pin_workers_around(int caller_cpu) {
+    int i = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && i < pool.workers; cpu++)
+        if (CPU_ISSET(cpu, &allowed_mask) && cpu != caller_cpu) pin_thread(pool.threads[i++], cpu);
+    pool.caller_cpu = caller_cpu;
 }
 
+/* After the workers are (re)created: pin them when the pool fits the allowed CPUs (else leave them free). */
+static void plan_pinning(void) {
+    if (allowed_count < 0) {
+        CPU_ZERO(&allowed_mask);
+        if (sched_getaffinity(0, sizeof allowed_mask, &allowed_mask) != 0) CPU_ZERO(&allowed_mask);
+        allowed_count = CPU_COUNT(&allowed_mask);
+    }
+    int threads = pool.workers + 1, cpu = sched_getcpu();
+    pool.caller_cpu = -1;
+    if (pinning_wanted() && threads > 1 && threads <= allowed_count && cpu >= 0 && CPU_ISSET(cpu, &allowed_mask))
+        pin_workers_around(cpu);
+}
+
+/* The caller is never pinned (threads it creates later would inherit the mask); if the scheduler moved it onto
+ * a worker's CPU, the workers move around it (one sched_getcpu per job, a re-pin only after a move). */
 static void pin_caller(void) {
-    if (caller_pin_gen == pool.pin_gen || pool.caller_cpu < 0) return;
-    pin_thread(pthread_self(), pool.caller_cpu);
-    caller_pin_gen = pool.pin_gen;
+    if (pool.caller_cpu < 0) return;
+    int cpu = sched_getcpu();
+    if (cpu != pool.caller_cpu && cpu >= 0 && CPU_ISSET(cpu, &allowed_mask)) pin_workers_around(cpu);
 }
 #else
 static void plan_pinning(void) {}
