@@ -154,9 +154,12 @@ static void linear_chunk(void *ctx, int64_t r0, int64_t r1) {
     j->k->rows(j->w, j->a, j->scratch, j->y, j->ldy, r0, r1);
 }
 
+#ifndef EK_CHUNKS_PER_THREAD
+#define EK_CHUNKS_PER_THREAD 2
+#endif
 /* Rows per chunk: several chunks per thread (load balance on shared cores), a multiple of the row tile. */
 static int64_t chunk_rows(int64_t rows, int tile) {
-    int64_t per = rows / ((int64_t)ek_pool_threads() * 4);
+    int64_t per = rows / ((int64_t)ek_pool_threads() * EK_CHUNKS_PER_THREAD);
     if (per < 16) per = 16;
     return (per + tile - 1) / tile * tile;
 }
