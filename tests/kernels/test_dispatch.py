@@ -166,3 +166,24 @@ def test_info_and_read_bandwidth():
     if "avx2" in info["available_isas"]:
         assert info["variants"]["ek_t2"]["avx2"]["decode"] == "t2_maddubs_avx2"
     assert kernels.read_bandwidth(8 << 20, 1, reps=1) > 0.1
+
+
+@needs_library
+@pytest.mark.parametrize("fmt, group", [("ek_t2", PER_TENSOR), ("ek_i8", 32), ("ek_i4", 32)])
+def test_weights_off_a_cache_line_are_bound_aligned_and_give_the_same_result(fmt, group):
+    """safetensors/numpy arrays start 16 bytes past a cache line; the binding copies them to 64-byte-aligned
+    memory (AVX-512 rows would straddle two lines) and the result is that of the aligned weight."""
+    rng = np.random.default_rng(3)
+    tensor = random_tensor(rng, fmt, 45, 700, group)
+    raw = np.empty(tensor.data.nbytes + 80, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + 16
+    shifted = raw[start:start + tensor.data.nbytes].reshape(tensor.data.shape)
+    shifted[...] = tensor.data
+    off = type(tensor)(tensor.format, tensor.shape, tensor.group_size, shifted, tensor.scales, tensor.zeros)
+    assert off.data.ctypes.data % 64 == 16
+    lin = kernels.prepare_linear(off, "int8_absmax")
+    assert lin._weight.data % 64 == 0 and lin._keep[0] is not off.data
+    x = rng.standard_normal((2, 700)).astype(np.float32)
+    np.testing.assert_array_equal(lin(x), kernels.prepare_linear(tensor, "int8_absmax")(x))
+    copy = kernels.api.aligned(shifted)
+    assert copy.ctypes.data % 64 == 0 and np.array_equal(copy, shifted) and kernels.api.aligned(copy) is copy
