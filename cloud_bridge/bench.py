@@ -4,7 +4,9 @@ One in-process cloud server on loopback, reached through `NetemProxy` at each ro
 
 - cloud-only: the edge sends each token's embedding (split 0) and the cloud runs every layer;
 - naive split: the edge runs [0, split) and sends every token's boundary state (threshold above 1);
-- ce-collm@t: early exits at threshold t answer confident tokens on the edge.
+- ce-collm@t: early exits at threshold t answer confident tokens on the edge;
+- ce-collm@calibrated: each exit at its own threshold, calibrated on held-out text when the heads were
+  trained (`train.calibrate_thresholds`); the bench's prompts should come from other text.
 
 Per mode: share of tokens answered on the edge, the cloud's share of layer work and of head calls
 against cloud-only, bytes on the wire per response, wall time per response, and top-1 agreement: the
@@ -25,7 +27,7 @@ from edgekit.model.model import Model
 
 from edgekit.cloud_bridge.client import CloudLink, LinkConfig
 from edgekit.cloud_bridge.edge import cloud_only_tokens
-from edgekit.cloud_bridge.exits import ExitHead, SplitPlan
+from edgekit.cloud_bridge.exits import ExitHead, SplitPlan, calibrated_thresholds
 from edgekit.cloud_bridge.layers import LayerStack, full_forward
 from edgekit.cloud_bridge.netem import NetemProxy
 from edgekit.cloud_bridge.protocol import model_fingerprint
@@ -44,9 +46,10 @@ class BridgeBenchConfig:
     max_tokens: int = 48
     encoding: str = "f16"
     kv_fill: str = "deferred"
+    calibrated: bool = False        # also run the heads' calibrated per-exit thresholds (first)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or any(r < 0 for r in self.rtts_ms) or not self.thresholds:
+        if self.max_tokens < 1 or any(r < 0 for r in self.rtts_ms) or not (self.thresholds or self.calibrated):
             raise ConfigError(f"bad bench settings: max_tokens={self.max_tokens}, rtts_ms={self.rtts_ms}, "
                               f"thresholds={self.thresholds}")
 
@@ -92,9 +95,24 @@ def run_cloud_only(model: Model, stack: LayerStack, url: str, prompt: list[int],
         link.close()
 
 
-def run_edge(model, heads, plan, url: str, prompt, n: int, threshold: float, config: BridgeBenchConfig) -> tuple:
-    edge = BridgeEdge(model, heads, plan, BridgeConfig(url=url, token=BENCH_TOKEN, threshold=threshold,
-                                                       encoding=config.encoding, kv_fill=config.kv_fill))
+def bench_thresholds(config: BridgeBenchConfig, heads: dict[int, ExitHead]) -> list[tuple[str, float | dict]]:
+    """(mode name, threshold or {exit: threshold}) for every CE-CoLLM mode of the bench."""
+    modes: list[tuple[str, float | dict]] = []
+    if config.calibrated:
+        calibrated = calibrated_thresholds(heads)
+        if calibrated is None:
+            raise ConfigError("the exit heads carry no calibrated thresholds",
+                              fix="retrain them with edgekit bridge train-exits (it calibrates on held-out text), "
+                                  "or pass numeric --thresholds")
+        modes.append(("ce-collm@calibrated", calibrated))
+    return modes + [(f"ce-collm@{t:g}", t) for t in config.thresholds]
+
+
+def run_edge(model, heads, plan, url: str, prompt, n: int, threshold: float | dict, config: BridgeBenchConfig) -> tuple:
+    per_exit = threshold if isinstance(threshold, dict) else None
+    edge = BridgeEdge(model, heads, plan, BridgeConfig(url=url, token=BENCH_TOKEN, encoding=config.encoding,
+                                                       threshold=1.0 if per_exit else threshold,
+                                                       exit_thresholds=per_exit, kv_fill=config.kv_fill))
     try:
         out = list(edge.generate(prompt, n))
         wire = edge.link.bytes_sent + edge.link.bytes_received if edge.link is not None else 0
@@ -126,6 +144,7 @@ def run_bridge_bench(model: Model, heads: dict[int, ExitHead], prompts: list[lis
                 url = f"ws://127.0.0.1:{proxy.port}/v1/session"
                 rows += _bench_one_rtt(model, heads, plan, stack, url, prompts, baselines, rtt, config, L, k)
     return {"model": str(model.source), "n_layers": L, "split": k, "exits": list(plan.exits),
+            "calibrated_thresholds": {str(l): t for l, t in (calibrated_thresholds(heads) or {}).items()},
             "config": asdict(config), "prompts": len(prompts), "rows": rows}
 
 
@@ -139,7 +158,7 @@ def _bench_one_rtt(model, heads, plan, stack, url, prompts, baselines, rtt, conf
         cloud.bytes += wire
         score(cloud, stack, prompt, tokens, base)
     results = [cloud]
-    for mode, threshold in [("naive split", 2.0)] + [(f"ce-collm@{t:g}", t) for t in config.thresholds]:
+    for mode, threshold in [("naive split", 2.0)] + bench_thresholds(config, heads):
         result = ModeResult(mode, rtt, cloud_layer_share=(L - k) / L)
         for prompt, base in zip(prompts, baselines):
             start = time.perf_counter()
@@ -160,8 +179,8 @@ def _bench_one_rtt(model, heads, plan, stack, url, prompts, baselines, rtt, conf
     return rows
 
 
-def kv_fill_comparison(model: Model, heads: dict[int, ExitHead], prompts: list[list[int]], threshold: float,
-                       max_tokens: int) -> list[dict]:
+def kv_fill_comparison(model: Model, heads: dict[int, ExitHead], prompts: list[list[int]],
+                       threshold: float | dict[int, float], max_tokens: int) -> list[dict]:
     """Deferred vs state-copy KV for layers above an exit, standalone-free (every hard token answered by an
     in-process cloud): top-1 agreement with the full model on its own prefix, and edge time per token."""
     from edgekit.cloud_bridge.cloud import CloudContext, batch_answers
@@ -193,6 +212,7 @@ def kv_fill_comparison(model: Model, heads: dict[int, ExitHead], prompts: list[l
             greedy = full_forward(stack, prompt + tokens)[len(prompt) - 1:-1].argmax(axis=-1)
             agree += int((greedy == np.array(tokens)).sum())
             total += len(tokens)
-        rows.append({"kv_fill": kv_fill, "threshold": threshold, "tokens": total, "edge_share": edge / total,
+        name = "calibrated" if isinstance(threshold, dict) else f"{threshold:g}"
+        rows.append({"kv_fill": kv_fill, "threshold_name": name, "tokens": total, "edge_share": edge / total,
                      "top1_own_prefix": agree / total, "edge_ms_per_token": 1e3 * edge_seconds / total})
     return rows

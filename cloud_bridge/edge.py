@@ -85,8 +85,9 @@ class EdgeRunner:
     def context_length(self) -> int:
         return self.cache.max_len
 
-    def feed(self, tokens, threshold: float) -> EdgeStep:
-        """Append `tokens` (a prompt, or the last emitted token) and decide the next token."""
+    def feed(self, tokens, threshold: float | dict[int, float]) -> EdgeStep:
+        """Append `tokens` (a prompt, or the last emitted token) and decide the next token; `threshold` is
+        one value for every exit or {exit layer: value} (calibrated per exit)."""
         tokens = list(tokens)
         if not tokens:
             raise GenerationError("no tokens to feed", fix="pass at least one token (BOS counts)")
@@ -125,10 +126,10 @@ class EdgeRunner:
             self.layer_runs += len(rows)
         self._complete(rows, positions)
 
-    def _try_exit(self, layer: int, rows: np.ndarray, positions: np.ndarray, threshold: float) -> EdgeStep:
+    def _try_exit(self, layer: int, rows: np.ndarray, positions: np.ndarray, threshold) -> EdgeStep:
         logits = self.heads[layer].logits(rows[-1:])[0]
         conf = float(confidence(logits[None])[0])
-        confident = conf >= threshold
+        confident = conf >= (threshold[layer] if isinstance(threshold, dict) else threshold)
         return EdgeStep(int(positions[-1]), int(np.argmax(logits)) if confident else None,
                         layer if confident else None, conf, logits, None)
 

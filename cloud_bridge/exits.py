@@ -10,12 +10,21 @@ Heads are stored with the packed model in the same `.edgekit` file as auxiliary 
 
     exits.<l>.norm     float32 [dim]
     exits.<l>.output   [vocab, dim] packed (ek_i8, group 32) for packed models, float32 otherwise
+
+and, for heads trained with an adapter (`--adapter-hidden H`), a residual SiLU MLP before the head:
+
+    exits.<l>.adapter_norm   float32 [dim]
+    exits.<l>.adapter_up     [H, dim]    packed like the output head
+    exits.<l>.adapter_down   [dim, H]
+
+Each head's calibrated threshold (the lowest confidence at which the cascade keeps the target top-1
+agreement on held-out text, `train.calibrate_thresholds`) is stored in the metadata (`bridge_exits`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +73,38 @@ class SplitPlan:
 
 
 @dataclass
+class Adapter:
+    """h + down(silu(up(rms_norm(h) * norm))): norm [dim], up [H, dim], down [dim, H] (packed or float32)."""
+
+    norm: np.ndarray
+    up: QuantizedTensor | np.ndarray
+    down: QuantizedTensor | np.ndarray
+
+
+@dataclass
 class ExitHead:
-    """norm [dim] float32 and output [vocab, dim] (packed or float32); logits = output(rms_norm(h) * norm)."""
+    """norm [dim] float32 and output [vocab, dim] (packed or float32); logits = output(rms_norm(h) * norm),
+    with h first passed through the optional adapter. `threshold`: the calibrated exit threshold, if any."""
 
     layer: int
     norm: np.ndarray
     output: QuantizedTensor | np.ndarray
     eps: float
-    _kernel: PreparedLinear | None = None
+    adapter: Adapter | None = None
+    threshold: float | None = None
+    _kernels: dict = field(default_factory=dict)
+
+    def _linear(self, name: str, weight, x: np.ndarray) -> np.ndarray:
+        if name not in self._kernels:
+            self._kernels[name] = prepare_linear(weight, "none")
+        return self._kernels[name](np.ascontiguousarray(x, dtype=np.float32))
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         """h [T, dim] residual stream after `layer` blocks -> logits [T, vocab] on edgekit's kernels."""
-        if self._kernel is None:
-            self._kernel = prepare_linear(self.output, "none")
-        return self._kernel(np.ascontiguousarray(rms_norm(h, self.norm, self.eps), dtype=np.float32))
+        if self.adapter is not None:
+            a = self._linear("up", self.adapter.up, rms_norm(h, self.adapter.norm, self.eps))     # [T, H]
+            h = h + self._linear("down", self.adapter.down, a / (1.0 + np.exp(-a)))             # silu, [T, dim]
+        return self._linear("output", self.output, rms_norm(h, self.norm, self.eps))
 
 
 def confidence(logits: np.ndarray) -> np.ndarray:
@@ -92,12 +119,17 @@ def heads_to_aux(heads: dict[int, ExitHead]) -> dict[str, np.ndarray | Quantized
     for layer, head in sorted(heads.items()):
         aux[f"{EXIT_PREFIX}{layer}.norm"] = head.norm.astype(np.float32)
         aux[f"{EXIT_PREFIX}{layer}.output"] = head.output
+        if head.adapter is not None:
+            aux[f"{EXIT_PREFIX}{layer}.adapter_norm"] = head.adapter.norm.astype(np.float32)
+            aux[f"{EXIT_PREFIX}{layer}.adapter_up"] = head.adapter.up
+            aux[f"{EXIT_PREFIX}{layer}.adapter_down"] = head.adapter.down
     return aux
 
 
 def save_with_exits(model: Model, heads: dict[int, ExitHead], path: str | Path, report: dict | None = None) -> Path:
     """The packed model plus its exit heads, in one `.edgekit` file (written atomically)."""
-    model.metadata[HEADS_METADATA] = json.dumps({"exits": sorted(heads), "report": report})
+    thresholds = {str(l): h.threshold for l, h in sorted(heads.items()) if h.threshold is not None}
+    model.metadata[HEADS_METADATA] = json.dumps({"exits": sorted(heads), "thresholds": thresholds, "report": report})
     return save_model(model, path, recipe=_recipe(model), aux=heads_to_aux(heads))
 
 
@@ -119,7 +151,19 @@ def load_exit_heads(model: Model, path: str | Path | None = None) -> dict[int, E
         raise UnsupportedModelError("the file has no early-exit heads", path=path,
                                     fix="train them: edgekit bridge train-exits MODEL --text FILE --exits 2,4 "
                                         "-o OUT.edgekit")
-    return {layer: _checked_head(model, aux, layer, path) for layer in layers}
+    raw = model.metadata.get(HEADS_METADATA) if path == Path(model.source) else None
+    thresholds = json.loads(raw).get("thresholds", {}) if raw else {}
+    heads = {layer: _checked_head(model, aux, layer, path) for layer in layers}
+    for layer, head in heads.items():
+        head.threshold = thresholds.get(str(layer))
+    return heads
+
+
+def calibrated_thresholds(heads: dict[int, ExitHead]) -> dict[int, float] | None:
+    """{layer: threshold} when every head has a calibrated threshold, else None."""
+    if not heads or any(h.threshold is None for h in heads.values()):
+        return None
+    return {layer: float(h.threshold) for layer, h in heads.items()}
 
 
 def _checked_head(model: Model, aux: dict, layer: int, path: Path) -> ExitHead:
@@ -133,4 +177,18 @@ def _checked_head(model: Model, aux: dict, layer: int, path: Path) -> ExitHead:
                                  fix="train the heads for this model")
     if not 1 <= layer < c.n_layers:
         raise ShapeMismatchError(f"exit head after layer {layer} is outside [1, {c.n_layers - 1}]", path=path)
-    return ExitHead(layer, np.asarray(norm, dtype=np.float32), output, c.norm_eps)
+    adapter = _checked_adapter(c, aux, layer, path)
+    return ExitHead(layer, np.asarray(norm, dtype=np.float32), output, c.norm_eps, adapter)
+
+
+def _checked_adapter(c, aux: dict, layer: int, path: Path) -> Adapter | None:
+    names = [f"{EXIT_PREFIX}{layer}.adapter_{part}" for part in ("norm", "up", "down")]
+    present = [aux.get(name) for name in names]
+    if all(p is None for p in present):
+        return None
+    norm, up, down = present
+    if norm is None or up is None or down is None or tuple(norm.shape) != (c.dim,) or up.shape[1] != c.dim \
+            or tuple(down.shape) != (c.dim, up.shape[0]):
+        raise ShapeMismatchError(f"exit head {layer}: the adapter tensors are missing or do not fit dim {c.dim}",
+                                 path=path, fix="train the heads for this model")
+    return Adapter(np.asarray(norm, dtype=np.float32), up, down)

@@ -42,6 +42,7 @@ class BridgeConfig:
     url: str | None = None
     token: str | None = None
     threshold: float = 0.8
+    exit_thresholds: dict[int, float] | None = None   # per exit (calibrated); the adaptive drop applies to each
     min_threshold: float = 0.5
     latency_budget_ms: float | None = None     # None: fixed threshold
     encoding: str = "f16"
@@ -153,9 +154,15 @@ class BridgeEdge:
                 return
             out = self.feed([out.token])
 
+    def _exit_thresholds(self) -> float | dict[int, float]:
+        value, c = self.threshold.value, self.config
+        if c.exit_thresholds is None or c.threshold > 1.0:
+            return value
+        return {layer: max(c.min_threshold, t - (c.threshold - value)) for layer, t in c.exit_thresholds.items()}
+
     def feed(self, tokens) -> Emitted:
         """Append tokens and answer the next one (edge exit, cloud, or standalone)."""
-        step = self.runner.feed(tokens, self.threshold.value)
+        step = self.runner.feed(tokens, self._exit_thresholds())
         if step.token is not None:
             self.stats.edge += 1
             self.edge_since_request += 1

@@ -2,13 +2,22 @@
 
 Because the backbone is frozen, the residual stream at each exit and the final normed hidden state are
 fixed: they are computed once with the same `LayerStack` (same kernels) the edge runs, then only the
-heads train, in torch: student logits = (rms_norm(h_l) * g) @ W^T, teacher logits = h_final @ W_out^T,
+heads train, in torch: student logits = head(h_l), teacher logits = h_final @ W_out^T,
 loss = KL(softmax(teacher) || softmax(student)) averaged over tokens (CE-CoLLM trains its exits the
-same way, against the final layer's distribution). g and W start as the final norm and output head.
+same way, against the final layer's distribution). A head is an RMSNorm weight g and an LM head W, both
+starting as the final norm and output head, optionally after a small residual SiLU MLP (the adapter,
+hidden size `adapter_hidden`, its down projection starting at zero so the head starts as the copy).
+Adam with a cosine learning-rate decay.
 
-The report gives, on held-out tokens, for each exit and threshold: coverage (share of tokens whose
-max-softmax confidence reaches the threshold) and top-1 agreement with the full model on those tokens,
-plus the cascade the edge actually runs (first exit that is confident answers).
+Text use (no tuning on the test text): documents are split, not tokens. The first `1 - holdout` of the
+documents train the heads; the held-out rest calibrates the per-exit thresholds (`calibrate_thresholds`:
+the largest edge share whose cascade keeps `target_agreement` top-1 agreement with the full model) and
+gives the report's curves. `test_text` (other documents, e.g. `--test-text`) is only measured, with the
+thresholds already chosen.
+
+The report gives, for each exit and threshold: coverage (share of tokens whose max-softmax confidence
+reaches the threshold) and top-1 agreement with the full model on those tokens, plus the cascade the edge
+actually runs (first exit that is confident answers, the rest go to the cloud).
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
 from edgekit.quantize.evaluate import split_documents
 
-from edgekit.cloud_bridge.exits import ExitHead, SplitPlan, confidence
+from edgekit.cloud_bridge.exits import Adapter, ExitHead, SplitPlan, confidence
 from edgekit.cloud_bridge.layers import LayerStack
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CANDIDATE_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.30, 0.996, 0.005), 3))
+NEVER_EXIT = 1.01   # above any max-softmax probability: the exit never answers
 
 
 @dataclass
@@ -47,12 +58,20 @@ class ExitTrainConfig:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     head_format: str = "ek_i8"
     head_group_size: int = 32
+    adapter_hidden: int = 0                 # 0: no adapter (norm + LM head only)
+    target_agreement: float | None = 0.99   # calibrate per-exit thresholds to this cascade agreement (None: don't)
+    calibration_margin: float = 0.002       # calibrate to target + margin: held-out and test text differ
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 64 or self.seq_len < 2 or self.steps < 0 or self.batch_tokens < 1:
+        if self.max_tokens < 64 or self.seq_len < 2 or self.steps < 0 or self.batch_tokens < 1 \
+                or self.adapter_hidden < 0:
             raise ConfigError(f"bad exit-training sizes: max_tokens={self.max_tokens}, seq_len={self.seq_len}, "
-                              f"steps={self.steps}, batch_tokens={self.batch_tokens}",
-                              fix="use max_tokens >= 64, seq_len >= 2, steps >= 0")
+                              f"steps={self.steps}, batch_tokens={self.batch_tokens}, "
+                              f"adapter_hidden={self.adapter_hidden}",
+                              fix="use max_tokens >= 64, seq_len >= 2, steps >= 0, adapter_hidden >= 0")
+        if self.target_agreement is not None and not 0.0 < self.target_agreement + self.calibration_margin <= 1.0:
+            raise ConfigError(f"target_agreement {self.target_agreement} + margin {self.calibration_margin} "
+                              "must lie in (0, 1]", fix="e.g. --target-agreement 0.99")
         if not 0.0 < self.holdout < 1.0 or not self.lr > 0:
             raise ConfigError(f"holdout {self.holdout} must be in (0, 1) and lr {self.lr} positive")
         if any(not 0.0 < t <= 1.0 for t in self.thresholds):
@@ -67,22 +86,22 @@ class Features:
     final: np.ndarray
     teacher_top1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def take(self, index: np.ndarray) -> "Features":
-        return Features({l: h[index] for l, h in self.at_exit.items()}, self.final[index], self.teacher_top1[index])
 
-
-def text_chunks(model: Model, text: str, config: ExitTrainConfig) -> list[list[int]]:
-    """Documents (split at <|endoftext|>) encoded with BOS and cut into chunks of at most seq_len tokens."""
+def text_chunks(model: Model, text: str | list[str], config: ExitTrainConfig,
+                max_tokens: int | None = None) -> list[list[int]]:
+    """Documents (a text split at <|endoftext|>, or a list) encoded with BOS and cut into chunks of at most
+    seq_len tokens, `max_tokens` (default config.max_tokens) in all."""
     seq_len = min(config.seq_len, model.config.max_seq_len)
+    limit = max_tokens or config.max_tokens
     chunks, total = [], 0
-    for doc in split_documents(text):
+    for doc in split_documents(text) if isinstance(text, str) else text:
         ids = model.tokenizer.encode(doc, add_bos=True)
         for i in range(0, len(ids), seq_len):
-            piece = ids[i:i + seq_len][: config.max_tokens - total]
+            piece = ids[i:i + seq_len][: limit - total]
             if len(piece) >= 2:
                 chunks.append(piece)
                 total += len(piece)
-        if total >= config.max_tokens:
+        if total >= limit:
             break
     if total < 64:
         raise GenerationError(f"the training text gives only {total} tokens; exits need at least 64",
@@ -115,37 +134,66 @@ def output_weight(stack: LayerStack) -> np.ndarray:
 
 
 def train_head(h: np.ndarray, teacher_hidden: np.ndarray, w_out: np.ndarray, g_init: np.ndarray, eps: float,
-               config: ExitTrainConfig) -> tuple[np.ndarray, np.ndarray, float]:
-    """Distil one head: returns (norm [dim], output [vocab, dim], final mean KL in nats)."""
+               config: ExitTrainConfig) -> tuple[dict[str, np.ndarray], float]:
+    """Distil one head: returns ({"norm", "output" and, with an adapter, "adapter_norm/up/down"}, final KL)."""
     import torch
 
     torch.manual_seed(config.seed)
     x, t_h = torch.from_numpy(h), torch.from_numpy(teacher_hidden)
     w_teacher = torch.from_numpy(w_out)
-    g = torch.nn.Parameter(torch.from_numpy(g_init.copy()))
-    w = torch.nn.Parameter(w_teacher.clone())
-    opt = torch.optim.Adam([g, w], lr=config.lr)
+    params = {"norm": torch.nn.Parameter(torch.from_numpy(g_init.copy())),
+              "output": torch.nn.Parameter(w_teacher.clone())}
+    if config.adapter_hidden:
+        dim = h.shape[1]
+        params.update(adapter_norm=torch.nn.Parameter(torch.ones(dim)),
+                      adapter_up=torch.nn.Parameter(torch.randn(config.adapter_hidden, dim) / dim ** 0.5),
+                      adapter_down=torch.nn.Parameter(torch.zeros(dim, config.adapter_hidden)))
+    opt = torch.optim.Adam(list(params.values()), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1))
     gen = torch.Generator().manual_seed(config.seed)
     kl = float("nan")
     for _ in range(config.steps):
         idx = torch.randint(0, x.shape[0], (min(config.batch_tokens, x.shape[0]),), generator=gen)
-        loss = distill_loss(x[idx], t_h[idx], w_teacher, g, w, eps)
+        loss = distill_loss(x[idx], t_h[idx], w_teacher, params, eps)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
         kl = float(loss.detach())
-    return g.detach().numpy().astype(np.float32), w.detach().numpy().astype(np.float32), kl
+    return {name: p.detach().numpy().astype(np.float32) for name, p in params.items()}, kl
 
 
-def distill_loss(x, teacher_hidden, w_teacher, g, w, eps: float):
+def head_logits(x, params: dict, eps: float):
+    """Student logits in torch, the same function as ExitHead.logits: x [B, dim] -> [B, vocab]."""
+    import torch
+
+    def rms(v, g):
+        return v * torch.rsqrt((v * v).mean(dim=-1, keepdim=True) + eps) * g
+
+    if "adapter_up" in params:
+        x = x + torch.nn.functional.silu(rms(x, params["adapter_norm"]) @ params["adapter_up"].T) \
+            @ params["adapter_down"].T
+    return rms(x, params["norm"]) @ params["output"].T
+
+
+def distill_loss(x, teacher_hidden, w_teacher, params: dict, eps: float):
     """KL(teacher || student) per token, mean: x [B, dim] residual stream, teacher_hidden [B, dim] normed."""
     import torch
 
     with torch.no_grad():
         log_p = torch.log_softmax(teacher_hidden @ w_teacher.T, dim=-1)              # [B, vocab]
-    normed = x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps) * g
-    log_q = torch.log_softmax(normed @ w.T, dim=-1)
+    log_q = torch.log_softmax(head_logits(x, params, eps), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+
+
+def build_head(layer: int, params: dict[str, np.ndarray], packed_model: bool, eps: float,
+               config: ExitTrainConfig) -> ExitHead:
+    """Trained parameters -> ExitHead; matrices packed like the output head for packed models."""
+    adapter = None
+    if "adapter_up" in params:
+        adapter = Adapter(params["adapter_norm"], pack_head(params["adapter_up"], packed_model, config),
+                          pack_head(params["adapter_down"], packed_model, config))
+    return ExitHead(layer, params["norm"], pack_head(params["output"], packed_model, config), eps, adapter)
 
 
 def pack_head(weight: np.ndarray, packed_model: bool, config: ExitTrainConfig) -> QuantizedTensor | np.ndarray:
@@ -157,12 +205,18 @@ def pack_head(weight: np.ndarray, packed_model: bool, config: ExitTrainConfig) -
     return quantize_rtn(weight, config.head_format, config.head_group_size)
 
 
-def evaluate_heads(heads: dict[int, ExitHead], features: Features, thresholds) -> dict:
-    """Coverage and top-1 agreement per exit and threshold, and the edge's cascade, on `features`."""
+def head_predictions(heads: dict[int, ExitHead], features: Features) -> tuple[dict, dict]:
+    """({layer: confidence [N]}, {layer: top-1 [N]}) of every head on `features`."""
     conf, top1 = {}, {}
     for layer, head in heads.items():
         logits = head.logits(features.at_exit[layer])
         conf[layer], top1[layer] = confidence(logits), logits.argmax(axis=-1)
+    return conf, top1
+
+
+def evaluate_heads(heads: dict[int, ExitHead], features: Features, thresholds) -> dict:
+    """Coverage and top-1 agreement per exit and threshold, and the edge's cascade, on `features`."""
+    conf, top1 = head_predictions(heads, features)
     teacher = features.teacher_top1
     rows = []
     for layer in sorted(heads):
@@ -172,41 +226,93 @@ def evaluate_heads(heads: dict[int, ExitHead], features: Features, thresholds) -
             rows.append({"exit": layer, "threshold": t, "coverage": float(hit.mean()),
                          "agreement": float(agree[hit].mean()) if hit.any() else None,
                          "agreement_all": float(agree.mean())})
-    return {"tokens": int(len(teacher)), "per_exit": rows,
-            "cascade": [cascade_row(conf, top1, teacher, t) for t in thresholds]}
+    report = {"tokens": int(len(teacher)), "per_exit": rows,
+              "cascade": [cascade_row(conf, top1, teacher, t) for t in thresholds]}
+    if all(h.threshold is not None for h in heads.values()):
+        report["calibrated"] = cascade_row(conf, top1, teacher, {l: h.threshold for l, h in heads.items()})
+    return report
 
 
-def cascade_row(conf: dict, top1: dict, teacher: np.ndarray, threshold: float) -> dict:
-    """Edge share and agreement when the first confident exit answers and the rest go to the cloud."""
+def cascade_row(conf: dict, top1: dict, teacher: np.ndarray, threshold: float | dict[int, float]) -> dict:
+    """Edge share and agreement when the first confident exit answers and the rest go to the cloud;
+    `threshold` is one value for every exit or {layer: value}."""
     answered = np.zeros(len(teacher), dtype=bool)
     prediction = teacher.copy()  # tokens no exit takes are the cloud's: the full model's own top-1
+    per_exit = {}
     for layer in sorted(conf):
-        take = ~answered & (conf[layer] >= threshold)
+        t = threshold[layer] if isinstance(threshold, dict) else threshold
+        take = ~answered & (conf[layer] >= t)
         prediction[take] = top1[layer][take]
         answered |= take
-    return {"threshold": threshold, "edge_share": float(answered.mean()),
-            "agreement": float((prediction == teacher).mean())}
+        per_exit[str(layer)] = float(take.mean())
+    return {"threshold": threshold if not isinstance(threshold, dict) else {str(k): v for k, v in threshold.items()},
+            "edge_share": float(answered.mean()), "agreement": float((prediction == teacher).mean()),
+            "share_per_exit": per_exit}
 
 
-def train_exits(model: Model, text: str, config: ExitTrainConfig) -> tuple[dict[int, ExitHead], dict]:
-    """Train one head per exit on the first part of the text and report on the held-out rest."""
+def calibrate_thresholds(conf: dict, top1: dict, teacher: np.ndarray, target: float,
+                         candidates=CANDIDATE_THRESHOLDS, rounds: int = 4) -> dict[int, float]:
+    """Per-exit thresholds maximising the cascade's edge share with agreement >= target, by coordinate
+    ascent over `candidates` (each exit in turn, the others fixed; ties keep the higher threshold),
+    starting from every exit off (NEVER_EXIT; an exit that cannot keep the target stays off)."""
+    layers = sorted(conf)
+    best = {l: NEVER_EXIT for l in layers}
+    for _ in range(rounds):
+        changed = False
+        for layer in layers:
+            top = (cascade_row(conf, top1, teacher, best)["edge_share"], best[layer])
+            for t in candidates:
+                row = cascade_row(conf, top1, teacher, {**best, layer: float(t)})
+                if row["agreement"] >= target and (row["edge_share"], float(t)) > top:
+                    top = (row["edge_share"], float(t))
+            changed |= top[1] != best[layer]
+            best[layer] = top[1]
+        if not changed:
+            break
+    return best
+
+
+def split_text(text: str, holdout: float) -> tuple[list[str], list[str]]:
+    """Documents: the first 1 - holdout train, the rest are held out (whole documents, never tokens)."""
+    docs = split_documents(text)
+    if len(docs) < 2:
+        raise GenerationError(f"the text has {len(docs)} document(s); training and calibration need separate ones",
+                              fix="pass a text with several documents separated by <|endoftext|>")
+    cut = min(len(docs) - 1, max(1, round(len(docs) * (1.0 - holdout))))
+    return docs[:cut], docs[cut:]
+
+
+def train_exits(model: Model, text: str, config: ExitTrainConfig,
+                test_text: str | None = None) -> tuple[dict[int, ExitHead], dict]:
+    """Train one head per exit on the first documents, calibrate thresholds and report on the held-out ones,
+    and (if given) measure the calibrated cascade on `test_text`."""
     plan = SplitPlan(tuple(config.exits), model.config.n_layers)
     stack = LayerStack(model)
-    features = collect_features(stack, text_chunks(model, text, config), plan.exits)
-    n = len(features.final)
-    order = np.random.default_rng(config.seed).permutation(n)
-    cut = int(n * (1.0 - config.holdout))
-    train, held = features.take(order[:cut]), features.take(order[cut:])
+    train_docs, held_docs = split_text(text, config.holdout)
+    held_tokens = max(64, round(config.max_tokens * config.holdout))
+    train = collect_features(stack, text_chunks(model, train_docs, config, config.max_tokens - held_tokens), plan.exits)
+    held = collect_features(stack, text_chunks(model, held_docs, config, held_tokens), plan.exits)
     w_out, g_final = output_weight(stack), np.asarray(model.tensors["norm"], dtype=np.float32)
     eps = model.config.norm_eps
     initial = {l: ExitHead(l, g_final, pack_head(w_out, model.is_packed, config), eps) for l in plan.exits}
     heads, kl = {}, {}
     for layer in plan.exits:
-        g, w, kl[layer] = train_head(train.at_exit[layer], train.final, w_out, g_final, eps, config)
-        heads[layer] = ExitHead(layer, g, pack_head(w, model.is_packed, config), eps)
+        params, kl[layer] = train_head(train.at_exit[layer], train.final, w_out, g_final, eps, config)
+        heads[layer] = build_head(layer, params, model.is_packed, eps, config)
         logger.info("exit %d: train KL %.4f", layer, kl[layer])
-    report = {"exits": list(plan.exits), "split": plan.split, "train_tokens": cut, "steps": config.steps,
+    report = {"exits": list(plan.exits), "split": plan.split, "train_tokens": len(train.final),
+              "heldout_tokens": len(held.final), "train_documents": len(train_docs),
+              "heldout_documents": len(held_docs), "steps": config.steps, "adapter_hidden": config.adapter_hidden,
               "train_kl": {str(l): v for l, v in kl.items()},
-              "untrained": evaluate_heads(initial, held, config.thresholds),
-              "trained": evaluate_heads(heads, held, config.thresholds)}
+              "untrained": evaluate_heads(initial, held, config.thresholds)}
+    if config.target_agreement is not None:
+        conf, top1 = head_predictions(heads, held)
+        target = config.target_agreement + config.calibration_margin
+        for layer, t in calibrate_thresholds(conf, top1, held.teacher_top1, target).items():
+            heads[layer].threshold = t
+        report["target_agreement"], report["calibrated_to"] = config.target_agreement, target
+    report["trained"] = evaluate_heads(heads, held, config.thresholds)
+    if test_text is not None:
+        test = collect_features(stack, text_chunks(model, test_text, config, held_tokens), plan.exits)
+        report["test"] = evaluate_heads(heads, test, config.thresholds)
     return heads, report

@@ -45,13 +45,20 @@ def read_token(token_file: Optional[Path], required: bool) -> Optional[str]:
 @bridge_app.command("train-exits")
 def train_exits_cmd(model: Path = MODEL_ARG,
                     text: Path = typer.Option(..., "--text", help="UTF-8 training text (documents split at "
-                                              "<|endoftext|>); 20% of its tokens are held out for the report."),
+                                              "<|endoftext|>); its last 20% of documents are held out to "
+                                              "calibrate the thresholds and for the report."),
                     exits: str = typer.Option(..., "--exits", help="Exit layers, ascending, e.g. 2,4; the deepest "
                                               "is the edge/cloud split."),
                     output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit (model + heads)."),
                     max_tokens: int = typer.Option(12288, "--max-tokens", help="Tokens of text to use at most."),
                     steps: int = typer.Option(300, "--steps", help="Adam steps per head."),
                     lr: float = typer.Option(3e-3, "--lr", help="Learning rate."),
+                    adapter_hidden: int = typer.Option(0, "--adapter-hidden", help="Hidden size of a residual MLP "
+                                                       "adapter before each head (0: norm + LM head only)."),
+                    target: float = typer.Option(0.99, "--target-agreement", help="Calibrate per-exit thresholds "
+                                                 "on the held-out documents to this top-1 agreement."),
+                    test_text: Optional[Path] = typer.Option(None, "--test-text", help="Other text, only measured "
+                                                             "with the calibrated thresholds."),
                     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Train early-exit heads by distillation (backbone frozen) and store them with the packed model."""
     from edgekit.cloud_bridge.exits import SplitPlan, save_with_exits
@@ -61,8 +68,10 @@ def train_exits_cmd(model: Path = MODEL_ARG,
 
     loaded = load(model)
     plan = SplitPlan.parse(exits, loaded.config.n_layers)
-    config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr)
-    heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config)
+    config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr,
+                             adapter_hidden=adapter_hidden, target_agreement=target)
+    test = read_utf8_text(test_text, "test text") if test_text is not None else None
+    heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config, test)
     save_with_exits(loaded, heads, output, report)
     if json_out:
         console.print_json(json.dumps(report))
@@ -85,6 +94,12 @@ def _render_exit_report(report: dict) -> None:
         cascade.add_column(column, justify="right")
     for row in report["trained"]["cascade"]:
         cascade.add_row(f"{row['threshold']:.2f}", f"{100 * row['edge_share']:.1f}%", _percent(row["agreement"]))
+    for name, part in (("held-out", report["trained"]), ("test text", report.get("test"))):
+        if part is not None and "calibrated" in part:
+            row = part["calibrated"]
+            thresholds = ",".join(f"{layer}:{t:.3f}" for layer, t in row["threshold"].items())
+            cascade.add_row(f"calibrated {thresholds} ({name})", f"{100 * row['edge_share']:.1f}%",
+                            f"{100 * row['agreement']:.2f}%")
     console.print(cascade)
 
 
@@ -106,7 +121,13 @@ def serve_cmd(model: Path = MODEL_ARG,
                                                  "seconds."),
               max_batch: int = typer.Option(16, "--max-batch", help="Hard requests answered together at most."),
               batch_window_ms: float = typer.Option(1.0, "--batch-window-ms", help="Wait this long for more "
-                                                    "requests to batch.")) -> None:
+                                                    "requests to batch."),
+              kernels: str = typer.Option("auto", "--kernels", help="Linears on: auto (Triton when a CUDA device "
+                                          "exists, or under TRITON_INTERPRET=1), cpu (LUT kernels), triton."),
+              use_ray: bool = typer.Option(False, "--ray", help="Serve as a Ray Serve application (a local Ray "
+                                           "cluster, or the one at $RAY_ADDRESS) with session affinity; needs "
+                                           "edgekit[bridge-ray]."),
+              replicas: int = typer.Option(2, "--replicas", help="Ray Serve replicas (with --ray).")) -> None:
     """Serve the cloud half (layers after the split and the final head) over WebSocket + HTTP."""
     from edgekit.cloud_bridge.server import ServerConfig
     from edgekit.cloud_bridge.serving import serve_forever
@@ -114,7 +135,15 @@ def serve_cmd(model: Path = MODEL_ARG,
 
     config = ServerConfig(token=read_token(token_file, required=True), max_sessions=max_sessions,
                           max_context=max_context, max_requests_per_second=rate, idle_timeout_s=idle_timeout,
-                          max_batch=max_batch, batch_window_ms=batch_window_ms)
+                          max_batch=max_batch, batch_window_ms=batch_window_ms, kernels=kernels)
+    if use_ray:
+        from edgekit.cloud_bridge.ray_app import serve_ray_forever
+
+        serve_ray_forever(model, config, replicas, host, port,
+                          on_ready=lambda bound: err_console.print(f"edgekit bridge serving {model} with {replicas} "
+                                                                   f"Ray Serve replicas on ws://{host}:{bound}/v1/session",
+                                                                   highlight=False))
+        return
     loaded = load(model)
     serve_forever(loaded, config, host, port,
                   on_ready=lambda bound: err_console.print(f"edgekit bridge serving {model} on "
@@ -169,13 +198,14 @@ def bench_cmd(model: Path = MODEL_ARG,
               prompt_tokens: int = typer.Option(8, "--prompt-tokens", help="Tokens per prompt (BOS included)."),
               max_tokens: int = typer.Option(48, "--max-tokens", "-n", help="Tokens generated per prompt."),
               rtt: str = typer.Option("0,50", "--rtt-ms", help="Emulated round-trip times, comma-separated."),
-              thresholds: str = typer.Option("0.8,0.9", "--thresholds", help="CE-CoLLM exit thresholds."),
+              thresholds: str = typer.Option("calibrated,0.8,0.9", "--thresholds", help="CE-CoLLM exit thresholds; "
+                                             "'calibrated': the per-exit thresholds stored with the heads."),
               bandwidth: Optional[float] = typer.Option(None, "--bandwidth-mbit", help="Emulated link bandwidth."),
               encoding: str = typer.Option("f16", "--encoding", help="Boundary states: f32, f16, int8."),
               output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON."),
               json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Cloud-only vs naive split vs CE-CoLLM through a latency/bandwidth-emulating proxy on loopback."""
-    from edgekit.cloud_bridge.bench import BridgeBenchConfig, kv_fill_comparison, run_bridge_bench
+    from edgekit.cloud_bridge.bench import BridgeBenchConfig, bench_thresholds, kv_fill_comparison, run_bridge_bench
     from edgekit.cloud_bridge.exits import load_exit_heads
     from edgekit.fileio import read_utf8_text, write_json_atomic
     from edgekit.model import load
@@ -185,10 +215,14 @@ def bench_cmd(model: Path = MODEL_ARG,
     heads = load_exit_heads(loaded)
     docs = split_documents(read_utf8_text(text, "prompt text"))[:prompts]
     prompt_ids = [loaded.tokenizer.encode(doc, add_bos=True)[:prompt_tokens] for doc in docs]
-    config = BridgeBenchConfig(rtts_ms=_floats(rtt, "--rtt-ms"), thresholds=_floats(thresholds, "--thresholds"),
+    names = [part.strip() for part in thresholds.split(",") if part.strip()]
+    calibrated = "calibrated" in names
+    config = BridgeBenchConfig(rtts_ms=_floats(rtt, "--rtt-ms"), calibrated=calibrated,
+                               thresholds=_floats(",".join(n for n in names if n != "calibrated"), "--thresholds"),
                                bandwidth_mbit=bandwidth, max_tokens=max_tokens, encoding=encoding)
     report = run_bridge_bench(loaded, heads, prompt_ids, config)
-    report["kv_fill"] = kv_fill_comparison(loaded, heads, prompt_ids, config.thresholds[0], max_tokens)
+    report["kv_fill"] = kv_fill_comparison(loaded, heads, prompt_ids, bench_thresholds(config, heads)[0][1],
+                                           max_tokens)
     if output is not None:
         write_json_atomic(output, report)
     if json_out:
@@ -223,7 +257,7 @@ def _render_bench(report: dict) -> None:
     for column in ("kv fill", "threshold", "edge share", "top-1 (own prefix)", "edge ms/token"):
         kv.add_column(column, justify="right")
     for r in report["kv_fill"]:
-        kv.add_row(r["kv_fill"], f"{r['threshold']:g}", f"{100 * r['edge_share']:.1f}%",
+        kv.add_row(r["kv_fill"], r["threshold_name"], f"{100 * r['edge_share']:.1f}%",
                    f"{100 * r['top1_own_prefix']:.1f}%", f"{r['edge_ms_per_token']:.2f}")
     console.print(kv)
 

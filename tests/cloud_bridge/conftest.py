@@ -10,7 +10,8 @@ from edgekit.model import load
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "edgekit" / "data" / "default.edgekit"
-TEXT = "Once upon a time there was a little girl named Lily. She liked to play with her dog in the park. " * 40
+TEXT = ("Once upon a time there was a little girl named Lily. She liked to play with her dog in the park. " * 8
+        + "\n<|endoftext|>\n") * 5
 
 
 @pytest.fixture(scope="session")

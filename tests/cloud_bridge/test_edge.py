@@ -66,6 +66,15 @@ def test_pending_tokens_stay_contiguous_under_mixed_exits(bridge_model, bridge_h
         assert all(p.reached in (1,) for p in runner.pending)
 
 
+def test_per_exit_thresholds_decide_per_exit(bridge_model, bridge_heads):
+    plan = SplitPlan((1, 2), bridge_model.config.n_layers)
+    prompt = bridge_model.tokenizer.encode("Once upon a time", add_bos=True)
+    same = [EdgeRunner(bridge_model, bridge_heads, plan).feed(prompt, t) for t in (0.4, {1: 0.4, 2: 0.4})]
+    assert same[0].token == same[1].token and same[0].exit_layer == same[1].exit_layer
+    never_first = EdgeRunner(bridge_model, bridge_heads, plan).feed(prompt, {1: 1.01, 2: 0.0})
+    assert never_first.exit_layer == 2          # exit 1 can never fire; exit 2 always does
+
+
 def test_state_copy_completes_every_boundary_at_once(bridge_model, bridge_heads):
     _, tokens, sources, runner, _ = _run(bridge_model, bridge_heads, 0.3, "copy")
     assert not runner.pending and runner.complete == runner.length

@@ -89,3 +89,49 @@ def test_train_config_rejects_bad_values():
         ExitTrainConfig(exits=(1,), holdout=1.5)
     with pytest.raises(ConfigError):
         ExitTrainConfig(exits=(1,), thresholds=(0.0,))
+
+
+def test_calibration_keeps_the_target_agreement_and_takes_the_most_tokens():
+    from edgekit.cloud_bridge.train import calibrate_thresholds, cascade_row
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    teacher = rng.integers(0, 50, n)
+    conf, top1 = {}, {}
+    for layer, skill in ((1, 0.6), (2, 0.9)):              # confident tokens are more often right
+        conf[layer] = rng.uniform(0.2, 1.0, n)
+        right = rng.uniform(size=n) < np.minimum(1.0, skill * conf[layer] + 0.15)
+        top1[layer] = np.where(right, teacher, (teacher + 1) % 50)
+    chosen = calibrate_thresholds(conf, top1, teacher, 0.99)
+    row = cascade_row(conf, top1, teacher, chosen)
+    assert row["agreement"] >= 0.99
+    # no single step of any exit's threshold to the next lower candidate keeps the target with more tokens
+    for layer in chosen:
+        lower = {**chosen, layer: round(chosen[layer] - 0.005, 3)}
+        looser = cascade_row(conf, top1, teacher, lower)
+        assert looser["agreement"] < 0.99 or looser["edge_share"] <= row["edge_share"]
+    uniform = max((cascade_row(conf, top1, teacher, t) for t in np.arange(0.3, 1.0, 0.005)
+                   if cascade_row(conf, top1, teacher, t)["agreement"] >= 0.99), key=lambda r: r["edge_share"])
+    assert row["edge_share"] >= uniform["edge_share"]       # per-exit thresholds never lose to one shared one
+
+
+def test_adapter_heads_and_calibrated_thresholds_round_trip(tmp_path):
+    from edgekit.cloud_bridge.exits import calibrated_thresholds, save_with_exits
+    from edgekit.cloud_bridge.train import split_text
+
+    from tests.cloud_bridge.conftest import TEXT
+
+    train_docs, held_docs = split_text(TEXT, 0.2)
+    assert len(train_docs) == 4 and len(held_docs) == 1      # whole documents are held out, never tokens
+    model = load(DEFAULT_MODEL)
+    config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, adapter_hidden=16)
+    heads, report = train_exits(model, TEXT, config, test_text=TEXT)
+    assert heads[1].adapter is not None and heads[1].adapter.up.shape == (16, model.config.dim)
+    assert report["trained"]["calibrated"]["agreement"] >= 0.99 + config.calibration_margin
+    assert "calibrated" in report["test"]
+    path = save_with_exits(model, heads, tmp_path / "adapter.edgekit", report)
+    loaded = load_exit_heads(load(path))
+    assert calibrated_thresholds(loaded) == {l: h.threshold for l, h in heads.items()}
+    x = np.random.default_rng(1).normal(size=(4, model.config.dim)).astype(np.float32)
+    for layer in heads:
+        assert np.array_equal(loaded[layer].logits(x), heads[layer].logits(x))

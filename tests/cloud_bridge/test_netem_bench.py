@@ -75,3 +75,11 @@ def test_bench_rows_are_consistent(bridge_model, bridge_heads):
     assert all(r["tokens"] == 8 and r["bytes_per_response"] > 0 for r in rows.values())
     kv = kv_fill_comparison(bridge_model, bridge_heads, prompts, 0.5, 8)
     assert [r["kv_fill"] for r in kv] == ["deferred", "copy"] and all(r["tokens"] == 8 for r in kv)
+
+
+def test_bench_runs_the_calibrated_thresholds(bridge_model, bridge_heads):
+    prompts = [bridge_model.tokenizer.encode("Once upon a time", add_bos=True)]
+    report = run_bridge_bench(bridge_model, bridge_heads, prompts,
+                              BridgeBenchConfig(rtts_ms=(0.0,), thresholds=(), calibrated=True, max_tokens=6))
+    assert [r["mode"] for r in report["rows"]] == ["cloud-only", "naive split", "ce-collm@calibrated"]
+    assert report["calibrated_thresholds"] == {str(l): h.threshold for l, h in bridge_heads.items()}
