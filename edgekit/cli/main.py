@@ -275,6 +275,9 @@ def quantize(model: Path = MODEL_ARG,
                                           "train the scales, LSQ)."),
              scale_lr_ratio: float = typer.Option(0.1, "--scale-lr-ratio", help="QAT with --qat-grid learned: "
                                                   "the scales' learning rate over the weights'."),
+             awq: bool = typer.Option(False, "--awq", help="QAT into an int format: fold activation-aware "
+                                      "per-channel scales (AWQ) into the teacher's norms first (same float "
+                                      "function)."),
              steps: int = typer.Option(200, "--steps", help="QAT: optimizer steps."),
              lr: float = typer.Option(1e-3, "--lr", help="QAT: peak learning rate (warm-up, then cosine)."),
              batch_size: int = typer.Option(8, "--batch-size", help="QAT: sequences per step."),
@@ -298,7 +301,7 @@ def quantize(model: Path = MODEL_ARG,
         config = _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size,
                              seq_len, calib_first_document, overrides, keep_float, rotate,
                              dict(scale_search=scale_search, init=qat_init, grid=qat_grid,
-                                  scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens))
+                                  scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens, awq=awq))
     else:
         config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
                                 output_format=output_format, overrides=overrides, keep_float=list(keep_float),
@@ -389,6 +392,9 @@ def export_onnx_cmd(model: Path = MODEL_ARG,
                                                    "f32 or f16."),
                     ternary_zero_point: int = typer.Option(1, "--ternary-zero-point", help="1: keep ek_t2 bytes "
                                                            "with explicit zero points; 2: recode trits to +2."),
+                    activation_passes: int = typer.Option(2, "--activation-passes", help="Float activations into "
+                                                          "int MatMulNBits at level 4: 2 adds the int8 rounding "
+                                                          "residual as a second pass (native parity), 1 = one pass."),
                     external_data_mb: int = typer.Option(2048, "--external-data-mb", help="Write the weights to "
                                                          "model.onnx.data above this many MiB."),
                     ort_format: bool = typer.Option(False, "--ort-format", help="Also save model.ort "
@@ -400,7 +406,7 @@ def export_onnx_cmd(model: Path = MODEL_ARG,
     from edgekit.export.onnx_writer import export_onnx
 
     config = OnnxGraphConfig(accuracy_level=accuracy_level, block_size=block_size, float_type=float_type,
-                             ternary_zero_point=ternary_zero_point)
+                             ternary_zero_point=ternary_zero_point, activation_passes=activation_passes)
     report = export_onnx(_load(model, tokenizer, bit_order), output, config, overwrite=overwrite,
                          external_data_threshold=external_data_mb << 20, ort_format=ort_format)
     table = Table(title=f"{output}: {', '.join(report.files)}")
