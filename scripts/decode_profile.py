@@ -1,0 +1,80 @@
+"""Where the native engine's decode time goes, per token: wall time, time inside the kernel calls (by shape and
+format) and the rest (norms, RoPE, attention, Python). Not a test: indicative numbers on a shared machine.
+
+Reads the bench's cached synthetic model (build it first with `edgekit bench`, which caches it under
+~/.cache/edgekit/bench), e.g.
+
+    EDGEKIT_NUM_THREADS=2 python scripts/decode_profile.py --weights t2 --threads 2 --steps 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.bench.config import SHAPES, WEIGHT_FORMATS, default_work_dir
+from edgekit.bench.sessions import open_session
+from edgekit.errors import ConfigError
+from edgekit.kernels import api
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="bitnet-2b4t", choices=sorted(SHAPES))
+    parser.add_argument("--weights", default="t2", choices=sorted(WEIGHT_FORMATS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--work-dir", default=str(default_work_dir()))
+    args = parser.parse_args()
+    found = sorted(Path(args.work_dir).glob(f"{args.shape}-{args.weights}-*.edgekit"))
+    if not found:
+        raise ConfigError(f"no cached {args.shape} {args.weights} model in {args.work_dir}",
+                          fix=f"run `edgekit bench --preset full --shape {args.shape} --format {args.weights}` once")
+    spec = {"kind": "cell", "backend": "native", "weights": args.weights, "threads": args.threads,
+            "model_path": str(found[0]), "gguf_path": None, "onnx_path": None,
+            "vocab_size": SHAPES[args.shape].vocab_size, "context_length": args.steps + 8, "kv_type": "f16",
+            "prompt_lengths": [1], "generate_length": args.steps, "repetitions": 1, "seed": 0}
+    session = open_session(spec)
+    session.reset()
+    session.decode(1)                                    # first call allocates buffers
+
+    def run() -> float:
+        session.reset()
+        token, start = 1, time.perf_counter()
+        for _ in range(args.steps):
+            token = int(np.argmax(session.decode(token)))
+        return (time.perf_counter() - start) / args.steps
+
+    wall = min(run() for _ in range(2))
+    print(f"{args.shape} {args.weights} {args.threads} thread(s): {1 / wall:.2f} tok/s, {wall * 1e3:.2f} ms/token")
+    spent, calls = collections.defaultdict(float), collections.Counter()
+    original = api.PreparedLinear.__call__
+
+    def timed(self, x, out=None):
+        start = time.perf_counter()
+        result = original(self, x, out)
+        key = (self.rows, self.cols, self.tensor.format)
+        spent[key] += time.perf_counter() - start
+        calls[key] += 1
+        return result
+
+    api.PreparedLinear.__call__ = timed
+    try:
+        total = run()
+    finally:
+        api.PreparedLinear.__call__ = original
+    in_kernels = sum(spent.values()) / args.steps
+    print(f"timed run {total * 1e3:.2f} ms/token: kernel calls {in_kernels * 1e3:.2f} ms, "
+          f"rest {(total - in_kernels) * 1e3:.2f} ms")
+    for key, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        rows, cols, fmt = key
+        print(f"  {fmt:6} {rows:>6}x{cols:<5} {calls[key] // args.steps:3} calls/token "
+              f"{seconds / args.steps * 1e3:7.2f} ms/token {seconds / calls[key] * 1e6:9.1f} us/call")
+
+
+if __name__ == "__main__":
+    main()
