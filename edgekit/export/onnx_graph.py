@@ -46,6 +46,10 @@ class OnnxGraphConfig:
     block_size: int = 128
     float_type: str = "f32"           # storage of unpacked float matrices (f16 is cast back to f32 on load)
     ternary_zero_point: int = 1       # 1: ek_t2 bytes kept, explicit zero points; 2: codes trit + 2, default zp
+    # Float activations into integer MatMulNBits at accuracy_level 4: 2 feeds x and its int8 rounding residual
+    # (as MLAS rounds it per block) as one call of two rows and adds the halves, the native runtime's act_passes
+    # rule (runtime/native_weights.split_rows); 1 leaves MLAS's one int8 pass. See `activation_passes_input`.
+    activation_passes: int = 2
 
     def __post_init__(self) -> None:
         if self.accuracy_level not in ACCURACY_LEVELS:
@@ -56,6 +60,8 @@ class OnnxGraphConfig:
             raise ConfigError(f"float_type {self.float_type!r} must be one of {FLOAT_TYPES}")
         if self.ternary_zero_point not in (1, 2):
             raise ConfigError(f"ternary_zero_point {self.ternary_zero_point!r} must be 1 or 2")
+        if self.activation_passes not in (1, 2):
+            raise ConfigError(f"activation_passes {self.activation_passes!r} must be 1 or 2")
 
 
 @dataclass
@@ -187,8 +193,9 @@ def _f16_values(tensor: QuantizedTensor) -> np.ndarray:
     return tensor.dequantize().astype(np.float16)
 
 
-def matmul(ctx: DecoderContext, x: str, name: str) -> str:
-    """x [..., in] @ W^T -> [..., out] (without the post scale)."""
+def matmul(ctx: DecoderContext, x: str, name: str, float_input: bool = True) -> str:
+    """x [B, T, in] @ W^T -> [B, T, out] (without the post scale); `float_input` False when x already holds
+    int8 values (act_quant), which need no second activation pass."""
     kind, weight, post = linear_weight(ctx, name)
     b = ctx.b
     if kind == "float":
@@ -196,20 +203,52 @@ def matmul(ctx: DecoderContext, x: str, name: str) -> str:
         ctx.summary.append(WeightSummary(name, _source_format(ctx, name), form))
         y = b.op("MatMul", [x, float_matrix(ctx, name, weight, transpose=True)])
     else:
-        y = matmul_nbits(ctx, x, name, weight)
+        y = matmul_nbits(ctx, x, name, weight, float_input)
     return y if post == 1.0 else b.op("Mul", [y, b.const(post, np.float32)])
 
 
-def matmul_nbits(ctx: DecoderContext, x: str, name: str, weight) -> str:
+def matmul_nbits(ctx: DecoderContext, x: str, name: str, weight, float_input: bool = True) -> str:
     b = ctx.b
     weight = _recode_ternary(weight, ctx.config.ternary_zero_point, name, ctx.model)
-    inputs = [x, b.initializer(name + ".qweight", weight.blob), b.initializer(name + ".scales", weight.scales)]
+    two_pass = float_input and ctx.config.activation_passes == 2 and ctx.config.accuracy_level == 4
+    a = activation_passes_input(ctx, x, weight.k, weight.block_size) if two_pass else x
+    inputs = [a, b.initializer(name + ".qweight", weight.blob), b.initializer(name + ".scales", weight.scales)]
     if weight.zero_points is not None:
         inputs.append(b.initializer(name + ".qzeros", weight.zero_points))
     ctx.summary.append(WeightSummary(name, _source_format(ctx, name), f"MatMulNBits {weight.bits}-bit "
-                                     f"b{weight.block_size}", weight.exact_bytes))
-    return b.op("MatMulNBits", inputs, domain=MS_DOMAIN, K=weight.k, N=weight.n, bits=weight.bits,
-                block_size=weight.block_size, accuracy_level=ctx.config.accuracy_level)
+                                     f"b{weight.block_size}{' x2 passes' if two_pass else ''}", weight.exact_bytes))
+    y = b.op("MatMulNBits", inputs, domain=MS_DOMAIN, K=weight.k, N=weight.n, bits=weight.bits,
+             block_size=weight.block_size, accuracy_level=ctx.config.accuracy_level)
+    if not two_pass:
+        return y
+    first, second = b.op("Split", [y], outputs=2, axis=1)                # [B, T, N] each: W x and W r
+    return b.op("Add", [first, second])
+
+
+def activation_passes_input(ctx: DecoderContext, x: str, k: int, block: int) -> str:
+    """x [B, T, K] -> [B, 2T, K]: x, then x minus the int8 rounding MatMulNBits' accuracy_level 4 applies to it.
+
+    MLAS's CompInt8 kernels (QuantizeARow_CompInt8) quantize each block of `block` activations along K with
+    scale = amax / 127 and q = round_half_even(a * (127 / amax)) (0 for an all-zero block). The residual row is
+    what that rounding loses; MLAS rounds it again with its own ~127x smaller scale, so the two halves of the
+    output add up to x @ W^T with ~15-bit activations instead of 8. K is zero-padded to whole blocks (zeros do
+    not change a block's amax). This is the native runtime's rule for float activations on integer weights
+    (runtime/native_weights.split_rows, there per token): decode stays one pass over the weights, for 2 rows.
+    """
+    b = ctx.b
+    n_blocks = -(-k // block)
+    pad = n_blocks * block - k
+    padded = b.op("Pad", [x, b.const([0, 0, 0, 0, 0, pad])]) if pad else x
+    blocks = b.op("Reshape", [padded, b.const([0, 0, n_blocks, block])])               # [B, T, blocks, block]
+    amax = b.op("ReduceMax", [b.op("Abs", [blocks])], axes=[-1], keepdims=1)
+    zero = b.const(0.0, np.float32)
+    inverse = b.op("Where", [b.op("Greater", [amax, zero]), b.op("Div", [b.const(127.0, np.float32), amax]), zero])
+    scale = b.op("Div", [amax, b.const(127.0, np.float32)])
+    rounded = b.op("Mul", [b.op("Round", [b.op("Mul", [blocks, inverse])]), scale])
+    rounded = b.op("Reshape", [rounded, b.const([0, 0, n_blocks * block])])            # [B, T, padded K]
+    if pad:
+        rounded = b.op("Slice", [rounded, b.const([0]), b.const([k]), b.const([-1])])
+    return b.op("Concat", [x, b.op("Sub", [x, rounded])], axis=1)
 
 
 def _recode_ternary(weight, zero_point: int, name: str, model: Model):
@@ -243,7 +282,7 @@ def linear(ctx: DecoderContext, x: str, name: str, bias: str | None = None) -> s
         x = bitlinear_norm(ctx, x, _in_features(ctx, name))
     if c.act_quant == "int8_absmax":
         q, a_scale = quantize_absmax_int8(ctx, x)
-        y = b.op("Mul", [matmul(ctx, q, name), a_scale])
+        y = b.op("Mul", [matmul(ctx, q, name, float_input=False), a_scale])
     else:
         y = matmul(ctx, x, name)
     if bias is not None:

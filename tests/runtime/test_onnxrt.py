@@ -1,10 +1,11 @@
 """The onnxruntime back end on exported ONNX directories: the Backend protocol, parity with edgekit's own
 engine on the shared models and the built-in model, and the CLI (`export onnx`, `run --backend onnxruntime`).
 
-Parity rules (issue 5): greedy tokens equal for >= 64 steps where both engines compute the same integer
-sums (float weights; ternary with int8 activations at accuracy_level 0); at accuracy_level 4 MatMulNBits
-re-quantizes activations per block of 128 where edgekit quantizes per token, so the measure is top-1
-agreement >= 99% over the TinyStories sample with the KL divergence reported.
+Parity rules (issue 5): greedy tokens equal for >= 64 steps where both engines compute the same sums (float
+weights; ternary with int8 activations at accuracy_level 0; int4/int8 weights under float activations, where both
+engines add a second int8 pass for the rounding residual); for int8-activation models at accuracy_level 4
+MatMulNBits re-quantizes the int8 values per block of 128 where edgekit quantizes per token, so the measure is
+top-1 agreement >= 99% over the TinyStories sample with the KL divergence reported.
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def test_stories260k_float_greedy_equals_edgekit(stories, float_type):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ek_i8", "ek_i4"])
 def test_stories260k_packed_agreement(stories, tinystories, fmt):
-    """int8/int4 g32 (MatMulNBits 8/4-bit, exact bytes). With float activations (accuracy_level 0) the graph
-    matches the reference forward; with int8 activations (level 4) it agrees with edgekit's engine as
-    closely as two int8-activation engines can on a 260K model whose top-2 logits are often near ties
-    (measured here: native vs reference 98.65% / 98.45%, onnxruntime vs reference 98.96% / 99.12%)."""
+    """int8/int4 g32 (MatMulNBits 8/4-bit, exact bytes) under a float-activation model. accuracy_level 0 is the
+    reference forward's float sums. At the default accuracy_level 4 MLAS rounds activations to int8 per block;
+    one such pass left 99.03% / 98.96% top-1 against edgekit's engine over the whole sample (KL 3.4e-4 / 4.5e-4),
+    which feeds its int8 kernels x plus the rounding residual. The graph does the same (activation_passes=2):
+    measured over the whole sample 99.99% / 100.00%, KL 1.6e-8 / 2.1e-8 (docs/DEPLOY.md), so the first 20 documents
+    keep this test short; and the greedy tokens are equal."""
     from edgekit.runtime import open_backend
 
     packed = quantize_model(stories, QuantizeConfig(format=fmt, method="rtn", group_size=32, embedding_format="f16"))
@@ -85,10 +88,12 @@ def test_stories260k_packed_agreement(stories, tinystories, fmt):
                            OnnxRuntimeBackend(packed, graph_config=OnnxGraphConfig(accuracy_level=0)),
                            tinystories, None, DOCUMENTS)
     assert exact.top1_agreement >= 0.999 and exact.mean_kl < 1e-5
-    fast = compare_models(edgekit_backend(packed), OnnxRuntimeBackend(packed), tinystories, None, DOCUMENTS)
+    backend, native = OnnxRuntimeBackend(packed), edgekit_backend(packed)
+    fast = compare_models(native, backend, tinystories, None, DOCUMENTS)    # 99.98% / 99.98% on these 6,453
     print(f"{fmt} g32 onnxruntime vs edgekit: level 0 top-1 {exact.top1_agreement:.4f} KL {exact.mean_kl:.2e}; "
-          f"level 4 top-1 {fast.top1_agreement:.4f} KL {fast.mean_kl:.6f} nats ({fast.tokens} tokens)")
-    assert fast.top1_agreement >= 0.98 and fast.mean_kl < 0.002
+          f"level 4, 2 passes top-1 {fast.top1_agreement:.4f} KL {fast.mean_kl:.2e} nats ({fast.tokens} tokens)")
+    assert fast.top1_agreement >= 0.99 and fast.mean_kl < 1e-6
+    assert greedy(backend, steps=64) == greedy(native, steps=64)
 
 
 @pytest.mark.slow
