@@ -21,6 +21,7 @@ from edgekit.cloud_bridge.protocol import CLOUD_FRAMES, ProtocolError, encode_ro
 logger = logging.getLogger(__name__)
 
 UPLOAD_ROWS_PER_FRAME = 256
+SESSION_KEY_HEADER = "x-session-id"   # Ray Serve's default session header (RAY_SERVE_SESSION_ID_HEADER_KEY)
 
 
 class CloudUnavailable(EdgekitError):
@@ -33,6 +34,7 @@ class LinkConfig:
     token: str
     encoding: str = "f16"
     timeout_s: float = 5.0
+    session_key: str | None = None   # sent as x-session-id: Ray Serve's ConsistentHashRouter routes on it
 
     def __repr__(self) -> str:  # the token never appears in logs or tracebacks
         return f"LinkConfig(url={self.url!r}, encoding={self.encoding!r}, timeout_s={self.timeout_s})"
@@ -48,7 +50,10 @@ class CloudLink:
         self.bytes_sent = 0
         self.bytes_received = 0
         try:
-            self.ws = connect(config.url, additional_headers={"Authorization": f"Bearer {config.token}"},
+            headers = {"Authorization": f"Bearer {config.token}"}
+            if config.session_key:
+                headers[SESSION_KEY_HEADER] = config.session_key
+            self.ws = connect(config.url, additional_headers=headers,
                               open_timeout=config.timeout_s, close_timeout=1.0, max_size=64 << 20).__enter__()
         except Exception as exc:
             raise CloudUnavailable(f"cannot open a session at {config.url}: {type(exc).__name__}: {exc}",
@@ -65,6 +70,7 @@ class CloudLink:
             raise CloudUnavailable(f"the cloud refused the session: {opened.get('code')}: {opened.get('message')}",
                                    fix="check that edge and cloud load the same model")
         self.session, self.max_context = opened["session"], int(opened["max_context"])
+        self.replica = opened.get("replica")
         self.alive = True
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
         self._replies: dict[int, dict] = {}

@@ -12,7 +12,7 @@ edge -> cloud
             edge answered since its last request, for the metrics)
     close
 cloud -> edge
-    opened  session, max_context
+    opened  session, max_context, replica (which server process or Ray replica holds the session)
     token   id, pos, token, top_ids/top_logits (when top_k > 0), queue (hard requests waiting)
     mismatch  id (or None for an upload), have: the cloud's context length; the edge re-uploads from it
     error   code, message; the cloud closes the session after it (except "rate_limited")

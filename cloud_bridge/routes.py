@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
@@ -18,6 +19,8 @@ class Health(BaseModel):
     n_layers: int
     sessions: int
     draining: bool
+    replica: str
+    pid: int
 
 
 class SessionInfo(BaseModel):
@@ -51,7 +54,8 @@ def build_app(server: BridgeServer, lifespan) -> FastAPI:
     def health() -> Health:
         return Health(status="draining" if server.draining else "ok", model=str(server.model.source.name),
                       fingerprint=server.fingerprint, n_layers=server.model.config.n_layers,
-                      sessions=len(server.sessions), draining=server.draining)
+                      sessions=len(server.sessions), draining=server.draining,
+                      replica=server.replica, pid=os.getpid())
 
     @app.get("/v1/sessions", response_model=list[SessionInfo], dependencies=[Depends(authorized)],
              responses={401: {"description": "missing or wrong bearer token"}})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -99,8 +100,9 @@ class _Request:
 class BridgeServer:
     """State shared by the routes: the model's LayerStack, sessions, the hard-request queue, metrics."""
 
-    def __init__(self, model: Model, config: ServerConfig):
+    def __init__(self, model: Model, config: ServerConfig, replica: str | None = None):
         self.model, self.config = model, config
+        self.replica = replica or f"pid-{os.getpid()}"     # which server answers (a Ray replica's id)
         self.stack = cloud_stack(model, config.kernels)
         self.fingerprint = model_fingerprint(model)
         self.max_context = min(config.max_context or model.config.max_seq_len, model.config.max_seq_len)
@@ -267,11 +269,11 @@ def bearer_ok(header: str | None, token: str) -> bool:
     return secrets.compare_digest(header[len("Bearer "):].encode(), token.encode())
 
 
-def create_app(model: Model, config: ServerConfig):
+def create_app(model: Model, config: ServerConfig, replica: str | None = None):
     """The FastAPI application serving `model` (see the module docstring for the routes)."""
     from edgekit.cloud_bridge.routes import build_app
 
-    server = BridgeServer(model, config)
+    server = BridgeServer(model, config, replica)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -291,7 +293,8 @@ async def serve_websocket(server: BridgeServer, websocket) -> None:
     try:
         frame = unpack_frame(await websocket.receive_bytes(), {"open": EDGE_FRAMES["open"]})
         session = server.open_session(frame, websocket)
-        await websocket.send_bytes(pack_frame("opened", session=session.id, max_context=session.context.max_len))
+        await websocket.send_bytes(pack_frame("opened", session=session.id, max_context=session.context.max_len,
+                                             replica=server.replica))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

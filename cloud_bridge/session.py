@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -125,6 +126,7 @@ class BridgeEdge:
         self.fingerprint = model_fingerprint(model)
         self.threshold = AdaptiveThreshold(config)
         self.link: CloudLink | None = None
+        self.session_key = uuid.uuid4().hex     # one per edge: a load balancer keeps its sessions together
         self.stats = BridgeStats()
         self.reset()
 
@@ -227,9 +229,9 @@ class BridgeEdge:
             return False
         self._last_attempt = time.monotonic()
         try:
-            self.link = CloudLink(LinkConfig(self.config.url, self.config.token, self.config.encoding,
-                                             self.config.timeout_s), self.fingerprint, self.plan.split,
-                                  self.runner.context_length)
+            link_config = LinkConfig(self.config.url, self.config.token, self.config.encoding, self.config.timeout_s,
+                                     self.session_key)
+            self.link = CloudLink(link_config, self.fingerprint, self.plan.split, self.runner.context_length)
         except CloudUnavailable as exc:
             logger.info("%s", exc)
             return False

@@ -111,7 +111,9 @@ def test_malformed_frame_closes_only_that_session(server, bridge_model):
     good, opened = _open_raw(server, bridge_model)
     assert opened["t"] == "opened"
     for garbage in (b"\xc1 not msgpack", pack_frame("hard", id=1), b"\x93\x01\x02\x03",
-                    pack_frame("upload", start=0, n=3, data=b"short")):
+                    pack_frame("upload", start=0, n=3, data=b"short"), "a text frame",
+                    pack_frame("open", fingerprint="x", split=2, context=8, encoding="f32"),   # open twice
+                    pack_frame("upload", start=0, n=1, data=b"\x00\x00\xc0\x7f" * bridge_model.config.dim)):  # NaN
         bad, _ = _open_raw(server, bridge_model)
         bad.send(garbage)
         error = unpack_frame(bad.recv(timeout=10), CLOUD_FRAMES)
