@@ -53,8 +53,9 @@ def run_stubbed(project, script, commands):
 
 @pytest.fixture(scope="module", params=["kv260", "pynq-z2"])
 def project(request, tmp_path_factory):
-    # pynq-z2 is a Zynq-7000: the small synthetic model at few lanes fits it
-    hls = HlsConfig(lanes=4, tile_tokens=2, max_seq=16)
+    # pynq-z2 is a Zynq-7000 (220 DSPs): the small synthetic model at few lanes, 4 attention MACs and
+    # 2 LM-head lanes fits it
+    hls = HlsConfig(lanes=4, tile_tokens=2, attn_macs=4, max_seq=16, head_lanes=2)
     return generate_project(synthetic_model(), load_board(request.param),
                             tmp_path_factory.mktemp(request.param) / "prj", hls), request.param
 

@@ -69,3 +69,35 @@ def test_the_accumulator_bound_is_enforced():
     with pytest.raises(ConfigError, match="48-bit accumulator") as error:
         check_accumulator(design)
     assert "--head-group" in error.value.fix
+
+
+@pytest.mark.slow
+def test_the_int4_head_keeps_most_int8_choices_on_real_text(models, shared):
+    """The fabric int4 head against the host int8 head on the twin's final hidden states of real stories
+    (docs/FPGA.md: 95.6% over 20 stories of the 3M model; here the first 3)."""
+    from edgekit.fpga.host import Int8LmHead
+    from edgekit.hls.model_data import extract_device_data, head_data
+    from edgekit.hls.reference import HlsReference
+    from edgekit.model import load
+    from edgekit.model.reference import ReferenceForward
+    from edgekit.quantize.evaluate import _read_documents
+
+    model = load(models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin")
+    design = design_for(model.config, HlsConfig(max_seq=512))
+    data, forward = extract_device_data(model, design), ReferenceForward(model)
+    weight, post = forward.weight(model.output_name)
+    int8 = Int8LmHead(weight)
+    agree, count = {8: 0, 4: 0}, 0
+    heads = {bits: design_for(model.config, HlsConfig(max_seq=512, head_bits=bits)) for bits in agree}
+    heads = {bits: (head_data(model, d, ReferenceForward(model))[0], d) for bits, d in heads.items()}
+    for doc in _read_documents(shared / "data" / "tinystories_valid_first112k.txt")[:3]:
+        tokens = np.asarray(model.tokenizer.encode(doc, add_bos=True)[:512])
+        h = HlsReference(design, data.trits, data.params, data.rope).run(forward.rows("tok_embeddings", tokens), 0)
+        base = (int8(rms_norm(h, model.tensors["norm"], np.float32(model.config.norm_eps))) * post).argmax(1)
+        for bits, (head, d) in heads.items():
+            got = lm_head_logits(h, model.tensors["norm"], np.float32(d.norm_eps), head.codes, head.sub_scales,
+                                 head.row_scales, d.vocab)
+            agree[bits] += int((got.argmax(1) == base).sum())
+        count += len(tokens)
+    assert agree[8] / count > 0.99
+    assert 0.9 < agree[4] / count < agree[8] / count
