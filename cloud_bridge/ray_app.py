@@ -65,7 +65,8 @@ def build_bridge_deployment(model_path: str | Path, config: ServerConfig, replic
             from edgekit.model import load
 
             context = serve.get_replica_context()
-            self.replica = f"{context.replica_id.unique_id}:rank{context.rank}"
+            rank = getattr(context.rank, "rank", context.rank)     # Ray 2.60: a ReplicaRank, older: an int
+            self.replica = f"{context.replica_id.unique_id}:rank{rank}"
             self.model = load(model_path)
             self.config = ServerConfig(**config_fields)
 
