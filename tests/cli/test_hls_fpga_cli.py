@@ -24,7 +24,9 @@ def test_generate_then_csim(models, tmp_path):
     assert (project / "manifest.json").is_file()
     done = edgekit_cli("hls", "csim", project)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("bit-exact") == 9 and "MISMATCH" not in done.stdout
+    # 9 layer checks + 9 LM-head checks (the head alone, every prefill row, a decode step's top-k)
+    assert done.stdout.count("bit-exact") == 18 and "MISMATCH" not in done.stdout
+    assert "decode_head_top_ids" in done.stdout
     again = edgekit_cli("hls", "generate", model, "-o", project)               # never edits what it wrote
     assert again.returncode == 1 and "never edited" in again.stderr and "fix:" in again.stderr
 
@@ -48,6 +50,10 @@ def test_estimate_json_for_the_2b4t_shape():
     assert result["board"] == "kv260" and result["decode"] and result["prefill"]
     assert all(0 < v <= 0.9 for v in result["utilization"].values() if v)
     assert {row["version"] for row in result["tellme"]} == {"v1", "v2"}
+    # the LM head runs on the fabric (int4 by default): its words are part of each token's DDR traffic
+    assert result["lm_head"] == "fpga" and result["design"]["hls"]["head_bits"] == 4
+    assert all(row["head_s"] > 0 and row["ddr_bytes"] > result["weight_bytes"] + result["head_bytes"]
+               for row in result["decode"])
 
 
 @pytest.mark.slow
@@ -55,7 +61,7 @@ def test_run_on_the_fpga_backend(models):
     done = edgekit_cli("run", models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin", "-n", "32",
                        "--backend", "fpga", "--temperature", "0", env={"EDGEKIT_FPGA_DEVICE": "csim"})
     assert done.returncode == 0, done.stderr
-    # the documented greedy text of the 3M model (../shared/README.md)
+    # the documented greedy text of the 3M model (../shared/README.md), with the default int4 head on the fabric
     assert "Once upon a time, there was a little girl named Lily. She loved to play outside and explore" in done.stdout
 
 
