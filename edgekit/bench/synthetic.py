@@ -130,10 +130,17 @@ def ensure_onnx(edgekit_path: Path) -> Path:
     from edgekit.export.onnx_writer import export_onnx
     from edgekit.model.loaders.edgekit_file import load_edgekit
 
-    path = edgekit_path.with_name(f"{edgekit_path.stem}-onnx{ONNX_EXPORT_VERSION}")
+    from edgekit.runtime.native import resolve_act_passes
+
+    # The export's int8 activation passes follow the native engine's ($EDGEKIT_ACT_PASSES), so both back ends do
+    # the same integer work on float-activation models in one bench run; one pass keeps the old directory name.
+    passes = resolve_act_passes(None)
+    suffix = "" if passes == 1 else f"-{passes}pass"
+    path = edgekit_path.with_name(f"{edgekit_path.stem}-onnx{ONNX_EXPORT_VERSION}{suffix}")
     if not path.exists():
         log.info("exporting %s to ONNX", edgekit_path.name)
-        export_onnx(load_edgekit(edgekit_path), path, OnnxGraphConfig(accuracy_level=4), name=edgekit_path.stem)
+        config = OnnxGraphConfig(accuracy_level=4, activation_passes=passes)
+        export_onnx(load_edgekit(edgekit_path), path, config, name=edgekit_path.stem)
     return path
 
 
