@@ -43,7 +43,7 @@ class LinkConfig:
 class CloudLink:
     """One session with the cloud. `upload` returns at once; `ask` blocks until the reply (or a failure)."""
 
-    def __init__(self, config: LinkConfig, fingerprint: str, split: int, context: int):
+    def __init__(self, config: LinkConfig, fingerprint: str, split: int, context: int, resume: str | None = None):
         from websockets.sync.client import connect
 
         self.config = config
@@ -60,7 +60,7 @@ class CloudLink:
                                    fix="start the server (edgekit bridge serve) or check --url and the token") from None
         try:
             self._send_now(pack_frame("open", fingerprint=fingerprint, split=split, context=context,
-                                      encoding=config.encoding))
+                                      encoding=config.encoding, resume=resume))
             opened = unpack_frame(self.ws.recv(timeout=config.timeout_s), CLOUD_FRAMES)
         except Exception as exc:
             self.ws.close()
@@ -71,6 +71,7 @@ class CloudLink:
                                    fix="check that edge and cloud load the same model")
         self.session, self.max_context = opened["session"], int(opened["max_context"])
         self.replica = opened.get("replica")
+        self.have = int(opened.get("have") or 0)     # positions the cloud already holds (a resumed session)
         self.alive = True
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
         self._replies: dict[int, dict] = {}

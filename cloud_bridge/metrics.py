@@ -23,6 +23,8 @@ class BridgeMetrics:
         self.upload_bytes = Counter("edgekit_bridge_upload_bytes", "Bytes of boundary states uploaded", registry=r)
         self.mismatches = Counter("edgekit_bridge_context_mismatches", "Requests refused for a context mismatch",
                                   registry=r)
+        self.resumed = Counter("edgekit_bridge_sessions_resumed", "Sessions resumed on a new connection",
+                               registry=r)
         self.expired = Counter("edgekit_bridge_sessions_expired", "Sessions closed for idling", registry=r)
         self.errors = Counter("edgekit_bridge_errors", "Errors sent to edges, by code", ["code"], registry=r)
 

@@ -4,7 +4,8 @@ Every frame is a msgpack map with "v" (PROTOCOL_VERSION) and "t" (the frame type
 
 edge -> cloud
     open    fingerprint (model identity), split (first cloud layer; 0: the edge sends embeddings, the
-            cloud-only baseline), context (edge context length), encoding ("f32" | "f16" | "int8")
+            cloud-only baseline), context (edge context length), encoding ("f32" | "f16" | "int8"),
+            resume (optional: the id of this edge's session whose connection dropped)
     upload  start (first position), n (rows), data (rows [n, dim] in `encoding`), scales (int8 only:
             float32 [n], one per token)
     hard    id (request id), pos (the hard token's position == the edge's context length before it),
@@ -12,7 +13,8 @@ edge -> cloud
             edge answered since its last request, for the metrics)
     close
 cloud -> edge
-    opened  session, max_context, replica (which server process or Ray replica holds the session)
+    opened  session, max_context, replica (which server process or Ray replica holds the session), have
+            (positions the cloud holds: > 0 only for a resumed session; the edge uploads from there)
     token   id, pos, token, top_ids/top_logits (when top_k > 0), queue (hard requests waiting)
     mismatch  id (or None for an upload), have: the cloud's context length; the edge re-uploads from it
     error   code, message; the cloud closes the session after it (except "rate_limited")

@@ -45,6 +45,7 @@ class ServerConfig:
     max_context: int | None = None      # per session; default: the model's context
     max_requests_per_second: float = 200.0
     idle_timeout_s: float = 300.0
+    resume_s: float = 30.0              # a session whose connection dropped can be resumed this long
     max_batch: int = 16
     batch_window_ms: float = 1.0
     kernels: str = "auto"               # auto: Triton on a CUDA device (or under TRITON_INTERPRET=1), else cpu
@@ -107,6 +108,7 @@ class BridgeServer:
         self.fingerprint = model_fingerprint(model)
         self.max_context = min(config.max_context or model.config.max_seq_len, model.config.max_seq_len)
         self.sessions: dict[str, Session] = {}
+        self.detached: dict[str, Session] = {}     # connection dropped without a close frame: resumable
         self.metrics = BridgeMetrics()
         self.queue: asyncio.Queue[_Request] | None = None
         self.draining = False
@@ -160,6 +162,9 @@ class BridgeServer:
         while True:
             await asyncio.sleep(min(1.0, self.config.idle_timeout_s / 4))
             now = time.monotonic()
+            for session in list(self.detached.values()):
+                if now - session.last_seen > self.config.resume_s:
+                    self.detached.pop(session.id, None)
             for session in list(self.sessions.values()):
                 if now - session.last_seen > self.config.idle_timeout_s:
                     self.metrics.expired.inc()
@@ -178,13 +183,38 @@ class BridgeServer:
             raise _Refusal(CLOSE_BAD_FRAME, "bad_encoding", f"encoding {encoding!r} is not one of {list(ENCODINGS)}")
         if not isinstance(context, int) or context < 1:
             raise _Refusal(CLOSE_BAD_FRAME, "bad_context", f"context {context!r} must be a positive integer")
-        if len(self.sessions) >= self.config.max_sessions or self.draining:
+        resumed = self._resume(frame.get("resume"), split, encoding, websocket)
+        if resumed is not None:
+            return resumed
+        if len(self.sessions) + len(self.detached) >= self.config.max_sessions or self.draining:
             raise _Refusal(CLOSE_LIMIT, "busy", "the server has reached its session limit or is shutting down")
         session = Session(uuid.uuid4().hex, CloudContext(self.stack, split, min(context, self.max_context)),
                           encoding, websocket, allowance=self.config.max_requests_per_second)
         self.sessions[session.id] = session
         self.metrics.sessions.set(len(self.sessions))
         return session
+
+    def _resume(self, session_id, split: int, encoding: str, websocket) -> Session | None:
+        """Session `session_id` on a new connection, if it is still held and matches. A session whose old
+        connection the server has not yet seen drop is taken over (its id is a random secret of that edge)."""
+        if not isinstance(session_id, str):
+            return None
+        session = self.detached.get(session_id) or self.sessions.get(session_id)
+        if session is None or session.context.split != split or session.encoding != encoding or self.draining:
+            return None
+        self.detached.pop(session_id, None)
+        session.websocket, session.last_seen = websocket, time.monotonic()
+        self.sessions[session.id] = session
+        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.resumed.inc()
+        return session
+
+    def detach_session(self, session: Session) -> None:
+        """The connection dropped without a close frame: keep the context for `resume_s`."""
+        if self.sessions.pop(session.id, None) is not None and not self.draining:
+            session.last_seen = time.monotonic()
+            self.detached[session.id] = session
+        self.metrics.sessions.set(len(self.sessions))
 
     async def handle_frame(self, session: Session, frame: dict) -> bytes | None:
         """Apply one edge frame; returns the reply frame (or None: the reply comes later or not at all)."""
@@ -289,15 +319,16 @@ async def serve_websocket(server: BridgeServer, websocket) -> None:
     from starlette.websockets import WebSocketDisconnect
 
     await websocket.accept()
-    session = None
+    session, dropped = None, False
     try:
         frame = unpack_frame(await websocket.receive_bytes(), {"open": EDGE_FRAMES["open"]})
         session = server.open_session(frame, websocket)
         await websocket.send_bytes(pack_frame("opened", session=session.id, max_context=session.context.max_len,
-                                             replica=server.replica))
+                                             replica=server.replica, have=session.context.received))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                dropped = True
                 break
             frame = unpack_frame(message.get("bytes") if message.get("bytes") is not None else message.get("text"),
                                  EDGE_FRAMES)
@@ -314,9 +345,13 @@ async def serve_websocket(server: BridgeServer, websocket) -> None:
         server.metrics.errors.labels(code=code).inc()
         await _send_error_and_close(websocket, code, str(exc), CLOSE_BAD_FRAME if code == "bad_frame" else CLOSE_LIMIT)
     except (WebSocketDisconnect, RuntimeError):
-        pass  # the edge went away (RuntimeError: starlette's "not connected" after a close)
+        dropped = True  # the edge went away (RuntimeError: starlette's "not connected" after a close)
     finally:
-        if session is not None:
+        if session is None or session.websocket is not websocket:
+            pass                                  # never opened, or resumed on another connection meanwhile
+        elif dropped:
+            server.detach_session(session)
+        else:
             server.sessions.pop(session.id, None)
             server.metrics.sessions.set(len(server.sessions))
 

@@ -88,6 +88,7 @@ class BridgeStats:
     requests: int = 0
     resyncs: int = 0
     reconnects: int = 0
+    resumed: int = 0
     rtt_ms: list[float] = field(default_factory=list)
 
     @property
@@ -135,6 +136,7 @@ class BridgeEdge:
         self.uploaded = 0
         self.edge_since_request = 0
         self._drop_link()           # the cloud's context belongs to the old sequence
+        self._resume_id = None      # ... so the next session must not resume it
         self._last_attempt = float("-inf")   # a new sequence connects at once (the back-off is for failures)
 
     def close(self) -> None:
@@ -142,6 +144,7 @@ class BridgeEdge:
 
     def _drop_link(self) -> None:
         if self.link is not None:
+            self._resume_id = self.link.session      # a dropped connection: the cloud may still hold it
             self.link.close()
         self.link = None
 
@@ -215,6 +218,7 @@ class BridgeEdge:
                 continue
             if reply["t"] == "mismatch":                      # the cloud is ahead of us: start over
                 self._drop_link()
+                self._resume_id = None
                 continue
             logger.info("cloud error %s: answering standalone", reply.get("code"))
             return None
@@ -231,10 +235,14 @@ class BridgeEdge:
         try:
             link_config = LinkConfig(self.config.url, self.config.token, self.config.encoding, self.config.timeout_s,
                                      self.session_key)
-            self.link = CloudLink(link_config, self.fingerprint, self.plan.split, self.runner.context_length)
+            self.link = CloudLink(link_config, self.fingerprint, self.plan.split, self.runner.context_length,
+                                  self._resume_id)
         except CloudUnavailable as exc:
             logger.info("%s", exc)
             return False
         self.stats.reconnects += 1
         self.uploaded = 0
+        if 0 < self.link.have <= self.runner.complete:     # resumed: upload only what the cloud lacks
+            self.uploaded = self.link.have
+            self.stats.resumed += 1
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -161,6 +162,22 @@ def test_lost_cloud_session_resyncs_without_lost_tokens(server, bridge_model, br
         out.append(edge.feed([out[-1].token]))
     edge.close()
     assert edge.stats.reconnects >= 2
+    _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
+
+
+def test_dropped_connection_resumes_the_cloud_session_without_a_full_re_upload(server, bridge_model, bridge_heads):
+    prompt = _prompt(bridge_model)
+    edge = _edge(bridge_model, bridge_heads, server.ws_url, threshold=2.0, encoding="f32", reconnect_s=0.0)
+    out = [edge.feed(prompt)]
+    for i in range(14):
+        if i == 6:
+            first = edge.link.session
+            edge.link.ws.socket.shutdown(socket.SHUT_RDWR)     # the network drops: no close frame
+        if i == 10:
+            assert edge.link.session == first and edge.link.have > len(prompt)   # the same cloud context
+        out.append(edge.feed([out[-1].token]))
+    edge.close()
+    assert edge.stats.reconnects == 2 and edge.stats.resumed == 1
     _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
 
 
