@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -86,6 +87,22 @@ def test_sessions_stick_to_one_replica(ray_bridge, bridge_model, bridge_heads):
         assert len(replicas) == 1, replicas
         placements[edge.session_key] = replicas.pop()
     assert all(re.fullmatch(r"\w+:rank\d+", r) for r in placements.values()), placements
+
+
+def test_dropped_connection_resumes_on_the_same_replica(ray_bridge, bridge_model, bridge_heads):
+    """Affinity is what makes a resume possible: the reconnect reaches the replica holding the context."""
+    prompt = bridge_model.tokenizer.encode("The little dog", add_bos=True)
+    edge = _edge(bridge_model, bridge_heads, ray_bridge)
+    out = [edge.feed(prompt)]
+    for i in range(12):
+        if i == 5:
+            first, home = edge.link.session, edge.link.replica
+            edge.link.ws.socket.shutdown(socket.SHUT_RDWR)     # the network drops: no close frame
+        out.append(edge.feed([out[-1].token]))
+    assert edge.link.session == first and edge.link.replica == home
+    edge.close()
+    assert edge.stats.reconnects == 2 and edge.stats.resumed == 1
+    _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
 
 
 def test_killed_replica_sessions_rebuild_without_lost_or_duplicated_tokens(ray_bridge, bridge_model, bridge_heads):
