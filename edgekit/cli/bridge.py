@@ -139,10 +139,11 @@ def serve_cmd(model: Path = MODEL_ARG,
     if use_ray:
         from edgekit.cloud_bridge.ray_app import serve_ray_forever
 
-        serve_ray_forever(model, config, replicas, host, port,
-                          on_ready=lambda bound: err_console.print(f"edgekit bridge serving {model} with {replicas} "
-                                                                   f"Ray Serve replicas on ws://{host}:{bound}/v1/session",
-                                                                   highlight=False))
+        def announce(bound: int) -> None:
+            err_console.print(f"edgekit bridge serving {model} with {replicas} Ray Serve replicas on "
+                              f"ws://{host}:{bound}/v1/session", highlight=False)
+
+        serve_ray_forever(model, config, replicas, host, port, on_ready=announce)
         return
     loaded = load(model)
     serve_forever(loaded, config, host, port,

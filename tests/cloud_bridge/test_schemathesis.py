@@ -1,9 +1,10 @@
 """schemathesis over the bridge server's OpenAPI: a real server on loopback, with and without the bearer token.
 
 Every operation the schema describes gets generated requests (schemathesis' positive mode; its negative
-mode has nothing to generate here: every parameter is an unconstrained string; example count bounded for
-CI; random paths, methods and headers are fuzzed in test_server.py); the server must never answer 5xx. With the token, the documented responses must also
-conform to the schema (status codes and bodies).
+mode has nothing to generate here, as every parameter is an unconstrained string; the example count is
+bounded for CI; random paths, methods and headers are fuzzed in test_server.py). The server must never
+answer 5xx. With the token, the documented responses must also conform to the schema (status codes and
+bodies).
 """
 
 from __future__ import annotations
