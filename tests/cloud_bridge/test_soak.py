@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -35,3 +36,15 @@ def test_soak_100_sessions_has_no_errors_and_complete_streams(bridge_model_path,
     assert report["tokens"] == 16 * report["sequences"]         # complete streams (duplicates/gaps are errors)
     assert report["cloud_tokens"] > 0 and report["edge_tokens"] > 0
     assert sum(counters.values()) == 0, counters
+
+
+def test_soak_command_starts_its_own_server_and_reports(bridge_model_path, tmp_path):
+    from tests.cli.test_cli import edgekit_cli
+
+    result = edgekit_cli("bridge", "soak", bridge_model_path, "--sessions", "3", "--minutes", "0.1", "--tokens", "8",
+                         "-o", tmp_path / "soak.json", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["errors"] == 0 and report["server_errors"] == {}
+    assert report["sessions_with_sequences"] == 3 and report["tokens"] == 8 * report["sequences"]
+    assert report["token_ms"]["p50"] is not None and json.loads(result.stdout)["tokens"] == report["tokens"]
