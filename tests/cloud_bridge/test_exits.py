@@ -122,7 +122,7 @@ def test_adapter_heads_and_calibrated_thresholds_round_trip(tmp_path):
     from tests.cloud_bridge.conftest import TEXT
 
     train_docs, held_docs = split_text(TEXT, 0.2)
-    assert len(train_docs) == 4 and len(held_docs) == 1      # whole documents are held out, never tokens
+    assert len(train_docs) == 5 and len(held_docs) == 1      # whole documents are held out, never tokens
     model = load(DEFAULT_MODEL)
     config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, adapter_hidden=16)
     heads, report = train_exits(model, TEXT, config, test_text=TEXT)
