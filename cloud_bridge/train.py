@@ -61,14 +61,20 @@ class ExitTrainConfig:
     adapter_hidden: int = 0                 # 0: no adapter (norm + LM head only)
     target_agreement: float | None = 0.99   # calibrate per-exit thresholds to this cascade agreement (None: don't)
     calibration_margin: float = 0.002       # calibrate to target + margin: held-out and test text differ
+    self_distill: int = 0                   # > 0: train/calibrate on this many greedy tokens per prompt
+    prompt_tokens: int = 8                  # self-distillation prompt length (BOS included), as the bench
+    prompts_per_document: int = 4           # self-distillation prompts per document (cuts every 32 tokens)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 64 or self.seq_len < 2 or self.steps < 0 or self.batch_tokens < 1 \
-                or self.adapter_hidden < 0:
+                or self.adapter_hidden < 0 or self.self_distill < 0 or self.prompt_tokens < 1 \
+                or self.prompts_per_document < 1:
             raise ConfigError(f"bad exit-training sizes: max_tokens={self.max_tokens}, seq_len={self.seq_len}, "
                               f"steps={self.steps}, batch_tokens={self.batch_tokens}, "
-                              f"adapter_hidden={self.adapter_hidden}",
-                              fix="use max_tokens >= 64, seq_len >= 2, steps >= 0, adapter_hidden >= 0")
+                              f"adapter_hidden={self.adapter_hidden}, self_distill={self.self_distill}, "
+                              f"prompt_tokens={self.prompt_tokens}, prompts_per_document={self.prompts_per_document}",
+                              fix="use max_tokens >= 64, seq_len >= 2, steps >= 0, adapter_hidden >= 0, "
+                                  "self_distill >= 0, prompt_tokens >= 1, prompts_per_document >= 1")
         if self.target_agreement is not None and not 0.0 < self.target_agreement + self.calibration_margin <= 1.0:
             raise ConfigError(f"target_agreement {self.target_agreement} + margin {self.calibration_margin} "
                               "must lie in (0, 1]", fix="e.g. --target-agreement 0.99")
@@ -109,22 +115,76 @@ def text_chunks(model: Model, text: str | list[str], config: ExitTrainConfig,
     return chunks
 
 
-def collect_features(stack: LayerStack, chunks: list[list[int]], exits: tuple[int, ...]) -> Features:
-    """Run the frozen model over every chunk, keeping the residual stream at each exit."""
+def collect_features(stack: LayerStack, chunks: list[list[int]], exits: tuple[int, ...],
+                     keep_from: list[int] | None = None) -> Features:
+    """Run the frozen model over every chunk, keeping the residual stream at each exit; with `keep_from`,
+    only chunk i's positions >= keep_from[i] are kept (the generated part of a self-distillation chunk)."""
     at_exit: dict[int, list[np.ndarray]] = {l: [] for l in exits}
     finals, top1 = [], []
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
+        start = keep_from[i] if keep_from is not None else 0
         cache = stack.new_cache(len(chunk))
         positions = np.arange(len(chunk))
         h, done = stack.embed(chunk), 0
         for layer in exits:
             h = stack.run_layers(h, done, layer, positions, cache)
-            at_exit[layer].append(h)
+            at_exit[layer].append(h[start:])
             done = layer
-        h = stack.run_layers(h, done, stack.n_layers, positions, cache)
+        h = stack.run_layers(h, done, stack.n_layers, positions, cache)[start:]
         finals.append(stack.norm(h, "norm"))
         top1.append(stack.final_logits(h).argmax(axis=-1))
     return Features({l: np.concatenate(v) for l, v in at_exit.items()}, np.concatenate(finals), np.concatenate(top1))
+
+
+def greedy_continuations(stack: LayerStack, prompts: list[list[int]], n: int, batch: int = 32) -> list[list[int]]:
+    """The full model's own greedy continuation of each prompt, `n` tokens (fewer at the context's end),
+    `batch` prompts decoded together with `run_layers_batched` (row-wise identical to one at a time)."""
+    out: list[list[int]] = []
+    for b in range(0, len(prompts), batch):
+        group = [list(p) for p in prompts[b:b + batch]]
+        steps = [max(0, min(n, stack.config.max_seq_len - len(p))) for p in group]
+        caches = [stack.new_cache(len(p) + s) for p, s in zip(group, steps)]
+        generated: list[list[int]] = [[] for _ in group]
+        feed = [(stack.embed(p), np.arange(len(p))) for p in group]
+        for step in range(max(steps, default=0)):
+            live = [i for i, s in enumerate(steps) if step < s]
+            hs = stack.run_layers_batched([(feed[i][0], feed[i][1], caches[i]) for i in live], 0, stack.n_layers)
+            tokens = stack.final_logits(np.vstack([h[-1:] for h in hs])).argmax(axis=-1)
+            for i, h, token in zip(live, hs, tokens):
+                caches[i].length += len(h)
+                generated[i].append(int(token))
+                feed[i] = (stack.embed([int(token)]), np.array([caches[i].length]))
+        out += generated
+    return out
+
+
+def self_distill_chunks(model: Model, stack: LayerStack, docs: list[str], config: ExitTrainConfig,
+                        max_tokens: int, prompts_per_document: int | None = None) -> tuple[list[list[int]], list[int]]:
+    """Self-distillation data (the deployment distribution): prompts cut from each document (its first
+    `prompt_tokens` tokens, then every 32 tokens further, `prompts_per_document` in all), each followed by the
+    full model's own greedy continuation of `self_distill` tokens. Returns (chunks, keep_from): the rows kept
+    are the last prompt position and the generated ones, i.e. the positions whose next token the edge decides
+    while generating; about `max_tokens` rows in all."""
+    per_doc = prompts_per_document or config.prompts_per_document
+    seq_len = min(config.seq_len, model.config.max_seq_len)
+    p_len = min(config.prompt_tokens, seq_len - 1)
+    n = min(config.self_distill, seq_len - p_len)
+    prompts: list[list[int]] = []
+    for doc in docs:
+        ids = model.tokenizer.encode(doc, add_bos=True)
+        for j in range(per_doc):
+            cut = p_len + 32 * j
+            if cut > len(ids) or cut + n > seq_len:
+                break
+            prompts.append(ids[:cut])
+        if len(prompts) * (n + 1) >= max_tokens:
+            break
+    rows = sum(n + 1 for _ in prompts)
+    if n < 1 or rows < 64:
+        raise GenerationError(f"self-distillation gives only {rows} tokens ({len(prompts)} prompts x {n} generated); "
+                              "exits need at least 64", fix="pass a longer --text file or a larger --self-distill")
+    chunks = [p + g for p, g in zip(prompts, greedy_continuations(stack, prompts, n))]
+    return chunks, [len(p) - 1 for p in prompts]
 
 
 def output_weight(stack: LayerStack) -> np.ndarray:
@@ -290,8 +350,15 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
     stack = LayerStack(model)
     train_docs, held_docs = split_text(text, config.holdout)
     held_tokens = max(64, round(config.max_tokens * config.holdout))
-    train = collect_features(stack, text_chunks(model, train_docs, config, config.max_tokens - held_tokens), plan.exits)
-    held = collect_features(stack, text_chunks(model, held_docs, config, held_tokens), plan.exits)
+
+    def features(docs: list[str], tokens: int, per_doc: int | None = None) -> Features:
+        if config.self_distill:
+            chunks, keep = self_distill_chunks(model, stack, docs, config, tokens, per_doc)
+            return collect_features(stack, chunks, plan.exits, keep)
+        return collect_features(stack, text_chunks(model, docs, config, tokens), plan.exits)
+
+    train = features(train_docs, config.max_tokens - held_tokens)
+    held = features(held_docs, held_tokens)
     w_out, g_final = output_weight(stack), np.asarray(model.tensors["norm"], dtype=np.float32)
     eps = model.config.norm_eps
     initial = {l: ExitHead(l, g_final, pack_head(w_out, model.is_packed, config), eps) for l in plan.exits}
@@ -303,6 +370,9 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
     report = {"exits": list(plan.exits), "split": plan.split, "train_tokens": len(train.final),
               "heldout_tokens": len(held.final), "train_documents": len(train_docs),
               "heldout_documents": len(held_docs), "steps": config.steps, "adapter_hidden": config.adapter_hidden,
+              "data": (f"self-distillation: {config.self_distill} greedy tokens after {config.prompts_per_document} "
+                       f"prompt(s) of {config.prompt_tokens}+32j tokens per document") if config.self_distill
+              else "text (teacher forcing)",
               "train_kl": {str(l): v for l, v in kl.items()},
               "untrained": evaluate_heads(initial, held, config.thresholds)}
     if config.target_agreement is not None:
@@ -313,6 +383,8 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
         report["target_agreement"], report["calibrated_to"] = config.target_agreement, target
     report["trained"] = evaluate_heads(heads, held, config.thresholds)
     if test_text is not None:
-        test = collect_features(stack, text_chunks(model, test_text, config, held_tokens), plan.exits)
+        test_docs = split_documents(test_text)
+        test = features(test_docs, held_tokens, 1) if config.self_distill else \
+            collect_features(stack, text_chunks(model, test_docs, config, held_tokens), plan.exits)
         report["test"] = evaluate_heads(heads, test, config.thresholds)
     return heads, report

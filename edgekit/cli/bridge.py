@@ -59,6 +59,12 @@ def train_exits_cmd(model: Path = MODEL_ARG,
                                                  "on the held-out documents to this top-1 agreement."),
                     test_text: Optional[Path] = typer.Option(None, "--test-text", help="Other text, only measured "
                                                              "with the calibrated thresholds."),
+                    self_distill: int = typer.Option(0, "--self-distill", help="Train and calibrate on the full "
+                                                     "model's own greedy continuations (this many tokens) of "
+                                                     "prompts cut from the documents, the distribution the edge "
+                                                     "decides on while generating (0: the text itself)."),
+                    prompts_per_doc: int = typer.Option(4, "--prompts-per-doc", help="With --self-distill: "
+                                                        "prompts per document (first 8 tokens, then every 32)."),
                     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Train early-exit heads by distillation (backbone frozen) and store them with the packed model."""
     from edgekit.cloud_bridge.exits import SplitPlan, save_with_exits
@@ -69,7 +75,8 @@ def train_exits_cmd(model: Path = MODEL_ARG,
     loaded = load(model)
     plan = SplitPlan.parse(exits, loaded.config.n_layers)
     config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr,
-                             adapter_hidden=adapter_hidden, target_agreement=target)
+                             adapter_hidden=adapter_hidden, target_agreement=target, self_distill=self_distill,
+                             prompts_per_document=prompts_per_doc)
     test = read_utf8_text(test_text, "test text") if test_text is not None else None
     heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config, test)
     save_with_exits(loaded, heads, output, report)

@@ -135,3 +135,40 @@ def test_adapter_heads_and_calibrated_thresholds_round_trip(tmp_path):
     x = np.random.default_rng(1).normal(size=(4, model.config.dim)).astype(np.float32)
     for layer in heads:
         assert np.array_equal(loaded[layer].logits(x), heads[layer].logits(x))
+
+
+def test_batched_greedy_continuations_equal_the_cloud_only_baseline():
+    from edgekit.cloud_bridge.edge import cloud_only_tokens
+    from edgekit.cloud_bridge.layers import LayerStack
+    from edgekit.cloud_bridge.train import greedy_continuations
+
+    model = load(DEFAULT_MODEL)
+    stack = LayerStack(model)
+    prompts = [model.tokenizer.encode(t, add_bos=True) for t in ("Once upon a time", "The dog", "Tom had a big")]
+    batched = greedy_continuations(stack, prompts, 12, batch=2)      # batches of 2 and 1, ragged prompt lengths
+    assert batched == [cloud_only_tokens(stack, p, 12) for p in prompts]
+    long = list(range(model.config.max_seq_len - 3))                 # stops at the context's end
+    assert len(greedy_continuations(stack, [long], 12)[0]) == 3
+
+
+def test_self_distillation_trains_on_the_models_own_continuations():
+    from edgekit.cloud_bridge.layers import LayerStack
+    from edgekit.cloud_bridge.train import greedy_continuations, self_distill_chunks, split_text
+
+    from tests.cloud_bridge.conftest import TEXT
+
+    model = load(DEFAULT_MODEL)
+    stack = LayerStack(model)
+    config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, self_distill=16,
+                             prompts_per_document=4)
+    docs = split_text(TEXT, 0.2)[0]
+    chunks, keep = self_distill_chunks(model, stack, docs, config, 400)
+    first = model.tokenizer.encode(docs[0], add_bos=True)
+    assert chunks[0][:8] == first[:8] and chunks[1][:40] == first[:40]     # cuts at 8, then 8 + 32
+    assert keep[:4] == [7, 39, 71, 103] and all(len(c) - k == 17 for c, k in zip(chunks, keep))
+    assert chunks[0][8:] == greedy_continuations(stack, [first[:8]], 16)[0]  # the model's own tokens, not the text
+    heads, report = train_exits(model, TEXT, config, test_text=TEXT)
+    assert report["data"].startswith("self-distillation") and report["train_tokens"] % 17 == 0
+    assert report["trained"]["calibrated"]["agreement"] >= 0.99 + config.calibration_margin
+    with pytest.raises(ConfigError, match="self_distill"):
+        ExitTrainConfig(exits=(1,), self_distill=-1)
