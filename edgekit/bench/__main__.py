@@ -31,7 +31,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def progress(cell, done: int, total: int) -> None:
-    rate = f"tg {cell.decode_rate():.1f} tok/s" if cell.decode_rate() else f"{cell.status}: {cell.reason}"
+    last = cell.rounds[-1] if cell.rounds and cell.status == "ok" else None
+    rate = (f"round {last['round']}: tg {cell.decode['tokens'] / last['decode_s']:.1f} tok/s beside "
+            f"{last['bandwidth_gb_per_s']:.1f} GB/s" if last else f"{cell.status}: {cell.reason}")
     print(f"[{done}/{total}] {cell.shape} {cell.label} {cell.threads}t: {rate}", file=sys.stderr, flush=True)
 
 

@@ -21,16 +21,34 @@ def fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def cell_bandwidth(cell: CellResult) -> str:
+    """The bandwidth probed beside the cell's rounds: median (min-max), "-" for results without rounds."""
+    values = [r["bandwidth_gb_per_s"] for r in cell.rounds]
+    if not values:
+        return "-"
+    return f"{cell.bandwidth_gb_per_s:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def bandwidth_summary(report: BenchReport) -> str:
+    """"2 thread(s) 41.3 GB/s (median of 34 probes, 27.0-70.2)" per thread count."""
+    parts = []
+    for t, v in sorted(report.bandwidth.items()):
+        spread = (f" (median of {v['probes']} probes, {v['min_gb_per_s']:.1f}-{v['max_gb_per_s']:.1f})"
+                  if "probes" in v else " (one probe at the start of the run)")
+        parts.append(f"{t} thread(s) {v['gb_per_s']:.1f} GB/s{spread}")
+    return "; ".join(parts)
+
+
 def cell_row(cell: CellResult, report: BenchReport) -> list[str]:
     lengths = report.config["prompt_lengths"]
     if cell.status != "ok":
-        return [cell.backend, cell.file_type, str(cell.threads)] + ["-"] * (len(lengths) + 7)
+        return [cell.backend, cell.file_type, str(cell.threads)] + ["-"] * (len(lengths) + 8)
     energy = cell.decode.get("joules_per_token") if cell.decode else None
     return ([cell.backend, cell.file_type, str(cell.threads)]
             + [fmt(cell.prefill_rate(n)) for n in lengths]
             + [fmt(cell.decode_rate()), fmt(cell.ttft_s * 1e3 if cell.ttft_s is not None else None, ".0f"),
                fmt(cell.peak_rss_bytes / 2**20 if cell.peak_rss_bytes else None, ".0f"),
-               fmt(cell.bytes_per_token / 1e6, ".1f"), fmt(cell.roofline_tokens_per_s),
+               fmt(cell.bytes_per_token / 1e6, ".1f"), cell_bandwidth(cell), fmt(cell.roofline_tokens_per_s),
                fmt(cell.roofline_fraction * 100 if cell.roofline_fraction is not None else None, ".0f"),
                fmt(energy, ".3f", "n/a")])
 
@@ -44,7 +62,7 @@ def results_header(report: BenchReport) -> list[str]:
     tg = report.config["generate_length"]
     return (["back end", "weights", "threads"] + [f"pp{n} tok/s" for n in report.config["prompt_lengths"]]
             + [f"tg{tg} tok/s", f"TTFT ms (pp{report.config['prompt_lengths'][0]})", "peak RSS MiB",
-               "MB read/token", "roofline tok/s", "% roofline", "J/token (tg)"])
+               "MB read/token", "GB/s beside (min-max)", "roofline tok/s", "% roofline", "J/token (tg)"])
 
 
 def machine_section(report: BenchReport) -> list[str]:
@@ -53,9 +71,8 @@ def machine_section(report: BenchReport) -> list[str]:
              f"- CPU: {m['cpu']}, {m['cores']} cores, SIMD: {', '.join(m['flags']) or 'none detected'}",
              f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB; {m['system']}",
              f"- date: {m['date']}; threads measured: {', '.join(map(str, report.config['threads']))}",
-             "- memory read bandwidth (the roofline): " + "; ".join(
-                 f"{t} thread(s) {v['gb_per_s']:.1f} GB/s" for t, v in sorted(bw.items())) +
-             (f" ({next(iter(bw.values()))['source']}, {report.config['bandwidth_mib']} MiB buffer)" if bw else ""),
+             "- memory read bandwidth (the roofline): " + bandwidth_summary(report) +
+             (f"; {next(iter(bw.values()))['source']}, {report.config['bandwidth_mib']} MiB buffer" if bw else ""),
              f"- energy: {report.energy_note}", "", "Versions:", ""]
     lines += table(["package", "version"], [[k, v] for k, v in report.versions.items()])
     return lines + [""]
@@ -79,19 +96,34 @@ def method_section(report: BenchReport) -> list[str]:
             f"variables set; after a warm-up, pp{'/pp'.join(map(str, c['prompt_lengths']))} prefill from an empty "
             f"cache and tg{c['generate_length']} greedy decode from an empty cache, median of {c['repetitions']} "
             "repetitions. TTFT = first prompt's prefill plus picking the first token."),
+            (("- Interleaved: within each (shape, threads) group, repetition r of every cell runs before repetition "
+              "r + 1 of any (A B C A B C), each repetition in a fresh process (the model reloaded); a "
+              f"{c['bandwidth_mib']} MiB read-bandwidth probe runs before each round's first cell and after every "
+              "cell, so each repetition is bracketed by two probes. A target ratio is the median over rounds of "
+              "round r's subject / round r's peer, shown with its min-max over rounds.")
+             if report.interleaved else
+             ("- Not interleaved (results version 1): each cell's repetitions ran back to back and the bandwidth "
+              "was probed once at the start of the run, so cells measured minutes apart may have seen different "
+              "memory bandwidth; ratios are of the medians.")),
             ("- Roofline: bandwidth / bytes read per decoded token (every weight matrix incl. the output layer, "
             "one embedding row when untied, the KV cache at the mean decode position). A cell skipped for memory "
             f"would need more than {c['memory_limit_gb']:g} GiB."), ""]
 
 
 def target_section(checks: list[TargetCheck]) -> list[str]:
-    rows = [[c.target.name, c.shape, str(c.threads), c.phase_label, fmt(c.ratio, ".2f"), f"{c.target.goal:g}",
-             c.status, c.why] for c in checks]
-    lines = ["## Targets", "", ("Ratios from this run; the targets are set at 2 threads, other thread counts are "
-             "shown for information."), ""]
+    rows = [[c.target.name, c.shape, str(c.threads), c.phase_label, fmt(c.ratio, ".2f"), round_spread(c),
+             f"{c.target.goal:g}", c.status, c.why] for c in checks]
+    lines = ["## Targets", "", ("Ratios from this run (median over rounds of the per-round ratio where the run was "
+             "interleaved); the targets are set at 2 threads, other thread counts are shown for information."), ""]
     if not checks:
         return lines + ["No target applies: the run did not include both sides of any target.", ""]
-    return lines + table(["target", "shape", "threads", "phase", "ratio", "goal", "status", "why"], rows) + [""]
+    header = ["target", "shape", "threads", "phase", "ratio", "rounds min-max (n)", "goal", "status", "why"]
+    return lines + table(header, rows) + [""]
+
+
+def round_spread(check: TargetCheck) -> str:
+    spread = check.spread
+    return "-" if spread is None else f"{spread[0]:.2f}-{spread[1]:.2f} ({len(check.round_ratios)})"
 
 
 def shape_section(report: BenchReport, shape: str, plot_dir: str) -> list[str]:

@@ -1,13 +1,18 @@
 """The issue's speed targets, checked as ratios between cells measured in the same run.
 
 Each target compares an edgekit cell with a peer cell (or the roofline) on the same shape and thread
-count. Targets are set at 2 threads; the other thread counts are reported beside them for information.
+count. With interleaved results (version 2) the ratio is the median over rounds of the per-round ratio:
+round r of the subject against round r of the peer, both measured in the same pass over the group
+(`paired_ratios`), and the spread (min-max over rounds) is reported beside it; against the roofline, each
+round's decode rate is divided by the roofline of the bandwidth probed beside that round. Version-1 results
+(no rounds) fall back to the ratio of the medians. Targets are set at 2 threads; the other thread counts are reported beside them for information.
 A target that cannot be checked (a cell skipped or failed) says which cell and why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 
 from edgekit.bench.results import BenchReport, CellResult
 
@@ -40,6 +45,11 @@ class TargetCheck:
     phase_label: str                  # "tg128", "pp512", ...
     ratio: float | None
     why: str
+    round_ratios: list[float] = field(default_factory=list)   # per-round ratios the median was taken over
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        return (min(self.round_ratios), max(self.round_ratios)) if self.round_ratios else None
 
     @property
     def is_target(self) -> bool:
@@ -59,6 +69,11 @@ def _rate(cell: CellResult | None, phase: str, length: int) -> float | None:
     if cell is None:
         return None
     return cell.decode_rate() if phase == "decode" else cell.prefill_rate(length)
+
+
+def paired_ratios(subject: dict[int, float], peer: dict[int, float]) -> list[float]:
+    """subject[r] / peer[r] for every round r both cells measured, in round order."""
+    return [subject[r] / peer[r] for r in sorted(subject) if r in peer and peer[r] > 0]
 
 
 def _unavailable(cell: CellResult | None, name: str) -> str:
@@ -85,13 +100,17 @@ def check_one(report: BenchReport, target: Target, shape: str, threads: int, len
     if mine is None:
         return TargetCheck(target, shape, threads, label, None, _unavailable(subject, " ".join(target.subject)))
     if target.peer is None:
-        ratio = subject.roofline_fraction
+        rounds = [r["roofline_fraction"] for r in subject.rounds if r.get("roofline_fraction") is not None]
+        ratio = statistics.median(rounds) if rounds else subject.roofline_fraction
+        if ratio is None:
+            return TargetCheck(target, shape, threads, label, None, f"{' '.join(target.subject)} has no roofline")
     else:
         theirs = _rate(peer, target.phase, length)
         if not theirs:
             return TargetCheck(target, shape, threads, label, None, _unavailable(peer, " ".join(target.peer)))
-        ratio = mine / theirs
-    return TargetCheck(target, shape, threads, label, ratio, _explain(subject, peer, ratio, target))
+        rounds = paired_ratios(subject.round_rates(target.phase, length), peer.round_rates(target.phase, length))
+        ratio = statistics.median(rounds) if rounds else mine / theirs
+    return TargetCheck(target, shape, threads, label, ratio, _explain(subject, peer, ratio, target), rounds)
 
 
 def check_targets(report: BenchReport) -> list[TargetCheck]:

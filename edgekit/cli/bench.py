@@ -33,45 +33,50 @@ def _split(values: Optional[list[str]], option: str, to_int: bool = False):
 
 
 def _render_cells(report) -> None:
+    from edgekit.bench.markdown import cell_bandwidth
+
     lengths = report.config["prompt_lengths"]
     for shape in report.config["shapes"]:
         table = Table(title=f"{shape} (tokens/s, medians of {report.config['repetitions']})")
         for column in (["back end", "weights", "threads"] + [f"pp{n}" for n in lengths]
-                       + [f"tg{report.config['generate_length']}", "TTFT ms", "peak RSS MiB", "% roofline"]):
+                       + [f"tg{report.config['generate_length']}", "TTFT ms", "peak RSS MiB", "GB/s beside",
+                          "% roofline"]):
             table.add_column(column, justify="left" if column in ("back end", "weights") else "right")
         for cell in (c for c in report.cells if c.shape == shape):
             if cell.status != "ok":
                 table.add_row(cell.backend, cell.file_type, str(cell.threads),
-                              f"[yellow]{cell.status}[/yellow]: {cell.reason}", *[""] * (len(lengths) + 3))
+                              f"[yellow]{cell.status}[/yellow]: {cell.reason}", *[""] * (len(lengths) + 4))
                 continue
             roof = cell.roofline_fraction
             table.add_row(cell.backend, cell.file_type, str(cell.threads),
                           *[f"{cell.prefill_rate(n):.1f}" for n in lengths], f"{cell.decode_rate():.1f}",
-                          f"{cell.ttft_s * 1e3:.0f}", f"{cell.peak_rss_bytes / 2**20:.0f}",
+                          f"{cell.ttft_s * 1e3:.0f}", f"{cell.peak_rss_bytes / 2**20:.0f}", cell_bandwidth(cell),
                           f"{roof:.0%}" if roof is not None else "-")
         console.print(table)
 
 
 def _render_summary(report) -> None:
     from edgekit.bench import check_targets
+    from edgekit.bench.markdown import bandwidth_summary, round_spread
 
-    bandwidth = ", ".join(f"{t} thread(s) {v['gb_per_s']:.1f} GB/s" for t, v in sorted(report.bandwidth.items()))
-    console.print(f"memory read bandwidth: {bandwidth}", highlight=False)
+    console.print(f"memory read bandwidth: {bandwidth_summary(report)}", highlight=False)
     console.print(f"energy per token: {report.energy_note}", highlight=False)
     table = Table(title="targets")
-    for column in ("target", "shape", "threads", "phase", "ratio", "goal", "status"):
+    for column in ("target", "shape", "threads", "phase", "ratio", "rounds min-max (n)", "goal", "status"):
         table.add_column(column, justify="right" if column in ("threads", "ratio", "goal") else "left")
     colours = {"met": "green", "missed": "red"}
     for check in check_targets(report):
         colour = colours.get(check.status, "yellow")
         table.add_row(check.target.name, check.shape, str(check.threads), check.phase_label,
-                      "-" if check.ratio is None else f"{check.ratio:.2f}", f"{check.target.goal:g}",
+                      "-" if check.ratio is None else f"{check.ratio:.2f}", round_spread(check), f"{check.target.goal:g}",
                       f"[{colour}]{check.status}[/{colour}]")
     console.print(table)
 
 
 def _progress(cell, done: int, total: int) -> None:
-    rate = f"tg {cell.decode_rate():.1f} tok/s" if cell.decode_rate() else f"{cell.status}: {cell.reason}"
+    last = cell.rounds[-1] if cell.rounds and cell.status == "ok" else None
+    rate = (f"round {last['round']}: tg {cell.decode['tokens'] / last['decode_s']:.1f} tok/s beside "
+            f"{last['bandwidth_gb_per_s']:.1f} GB/s" if last else f"{cell.status}: {cell.reason}")
     err_console.print(f"[{done}/{total}] {cell.shape} {cell.label}, {cell.threads} thread(s): {rate}",
                       highlight=False, markup=False)
 
@@ -105,7 +110,9 @@ def bench(preset: str = typer.Option("quick", "--preset", help="Starting point: 
                                       "with --backend/--format/--threads/--shape, adds those cells to it."),
           json_out: bool = typer.Option(False, "--json", help="Print the results as JSON.")) -> None:
     """Measure prefill/decode tokens/s, TTFT, peak RSS and the memory roofline against llama.cpp,
-    onnxruntime and torch on the same synthetic weights."""
+    onnxruntime and torch on the same synthetic weights. Repetitions are interleaved across the cells of a
+    (shape, threads) group (A B C A B C) with a bandwidth probe beside each; target ratios are medians of the
+    per-round ratios."""
     from edgekit.bench import BenchConfig, BenchReport, run_bench, write_documents
 
     if from_json is not None:

@@ -54,7 +54,17 @@ def test_every_cell_is_measured_with_the_planned_fields(outcome):
         assert cell.peak_rss_bytes > 10 * 2**20 and cell.load_s > 0
         assert cell.decode["joules_per_token"] is None            # no readable RAPL counters here
         assert cell.roofline_fraction == pytest.approx(cell.decode_rate() / cell.roofline_tokens_per_s)
-    assert set(report.bandwidth) == {"1"} and report.bandwidth["1"]["gb_per_s"] > 0
+        (entry,) = cell.rounds                                    # one repetition, bracketed by two probes
+        assert entry["round"] == 0 and entry["decode_s"] == cell.decode["seconds"][0]
+        assert entry["bandwidth_gb_per_s"] == pytest.approx(
+            (entry["bandwidth_before_gb_per_s"] + entry["bandwidth_after_gb_per_s"]) / 2)
+        assert cell.bandwidth_gb_per_s == entry["bandwidth_gb_per_s"]
+    # one probe before the round's first cell, one after each of the 4 cells
+    assert set(report.bandwidth) == {"1"} and report.bandwidth["1"]["probes"] == 5
+    bw = report.bandwidth["1"]
+    assert 0 < bw["min_gb_per_s"] <= bw["gb_per_s"] <= bw["max_gb_per_s"]
+    for earlier, later in zip(report.cells, report.cells[1:]):     # one cell's after-probe is the next one's before
+        assert later.rounds[0]["bandwidth_before_gb_per_s"] == earlier.rounds[0]["bandwidth_after_gb_per_s"]
 
 
 def test_roofline_uses_each_back_ends_own_bytes(outcome):
@@ -124,7 +134,7 @@ def test_targets_report_met_missed_and_not_measured(outcome):
     assert int4.status == "not measured" and "boom" in int4.why
     assert checks[("ternary decode vs llama.cpp TQ2_0", 1)].status == "info (below goal)"
     text = render_markdown(report, outcome.written[0])
-    assert "| ternary prefill vs llama.cpp TQ2_0 | tiny | 2 | pp16 | 1.25 | 1.5 | missed |" in text
+    assert "| ternary prefill vs llama.cpp TQ2_0 | tiny | 2 | pp16 | 1.25 | - | 1.5 | missed |" in text
     assert "- native i4, 2 thread(s): failed: worker exit 1: boom" in text
 
 
@@ -210,15 +220,17 @@ def test_a_stopped_run_keeps_its_cells_and_resume_measures_only_the_rest(tmp_pat
     with pytest.raises(StopAfter):
         run_bench(config, progress=stop_after_first)
     saved = BenchReport.load(tmp_path / "out" / "results.json")
-    assert [(c.weights, c.status) for c in saved.cells] == [("t2", "ok")] and seen == [("t2", 1, 2)]
+    assert [(c.weights, c.status) for c in saved.cells] == [("t2", "ok"), ("i4", "pending")] and seen == [("t2", 1, 2)]
     seen.clear()
     resumed = run_bench(config, progress=lambda cell, done, total: seen.append((cell.weights, done, total)),
                         resume=True).report
-    assert seen == [("i4", 1, 1)]                     # only the missing cell was measured
+    # round 0 was partial (i4 had not run it), so it is measured again for both cells, side by side
+    assert seen == [("t2", 1, 2), ("i4", 2, 2)]
     assert [(c.weights, c.status) for c in resumed.cells] == [("t2", "ok"), ("i4", "ok")]
-    assert resumed.cells[0] == saved.cells[0] and resumed.bandwidth == saved.bandwidth
+    assert resumed.probes["1"][:2] == saved.probes["1"] and len(resumed.probes["1"]) == 5
     more = run_bench(tiny_config(tmp_path, backends=("llama.cpp",), formats=("t2",)), resume=True).report
     assert [(c.backend, c.weights) for c in more.cells] == [("reference", "t2"), ("reference", "i4"), ("llama.cpp", "t2")]
+    assert more.cells[:2] == resumed.cells[:2]         # complete cells are kept as they were
     assert more.config["backends"] == ["reference", "llama.cpp"] and more.config["formats"] == ["t2", "i4"]
     assert BenchReport.load(tmp_path / "out" / "results.json") == more
     with pytest.raises(ConfigError, match="generate_length"):
