@@ -3,8 +3,9 @@
     from edgekit.bench import BenchConfig, run_bench
     outcome = run_bench(BenchConfig.preset("quick"), markdown_path="BENCHMARKS.md")
 
-Each (shape, back end, weights, threads) cell runs in its own worker process on synthetic weights at a
-real model shape; results are JSON (`<output_dir>/results.json`), plus BENCHMARKS.md and matplotlib plots
+Each (shape, back end, weights, threads) cell runs in its own worker process (one per repetition, the
+repetitions interleaved across the cells of a (shape, threads) group with a bandwidth probe beside each) on
+synthetic weights at a real model shape; results are JSON (`<output_dir>/results.json`), plus BENCHMARKS.md and matplotlib plots
 when asked. See `runner.py` for the flow and `roofline.py` for the bytes-per-token arithmetic.
 """
 

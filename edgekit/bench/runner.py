@@ -229,8 +229,8 @@ def prepare_files(config: BenchConfig, cells: list[Cell]) -> dict[tuple[str, str
 
 def probe_bandwidth(config: BenchConfig, threads: int) -> tuple[float, str]:
     """One streaming-read probe (GB/s, which probe) of `config.bandwidth_mib` MiB on `threads` threads, run in
-    this (the parent) process between two workers: no interpreter start, ~0.3-0.5 s for 512 MiB, and the
-    workers' peak RSS stays their own."""
+    this (the parent) process between two workers: no interpreter start, 0.9-1.3 s for 512 MiB on 2 threads
+    (measured niced on the busy 2-core VM, 2026-12-02), and the workers' peak RSS stays their own."""
     try:
         return measure_read_bandwidth(config.bandwidth_mib << 20, threads)
     except EdgekitError:

@@ -1,8 +1,9 @@
 """One measurement in its own process: `python -m edgekit.bench.worker SPEC.json RESULT.json`.
 
 The parent (`runner.py`) writes the spec and sets the thread variables in this process's environment
-before Python starts, so every library sizes its thread pool from them. A fresh process per cell keeps
-peak RSS (getrusage's ru_maxrss) the cell's own and a crash in one back end from ending the run.
+before Python starts, so every library sizes its thread pool from them. A fresh process per cell (the
+runner starts one per repetition, `repetitions` = 1, to interleave the cells; see `runner.run_benchmarks`)
+keeps peak RSS (VmHWM) the cell's own and a crash in one back end from ending the run.
 
 Spec fields: kind ("cell" or "bandwidth"); for cells: backend, weights, model_path, gguf_path, threads,
 context_length, kv_type, prompt_lengths, generate_length, repetitions, seed; for bandwidth: nbytes,
