@@ -359,13 +359,17 @@ def export_gguf_cmd(model: Path = MODEL_ARG,
                                                                  "token embedding (same choices)."),
                     output_type: Optional[str] = typer.Option(None, "--output-type", help="Type of an untied "
                                                               "output layer (same choices)."),
+                    embedding_output_types: str = typer.Option(
+                        "edgekit", "--embedding-output-types", help="Who picks the token embedding / output "
+                        "types: edgekit (Q8_0-or-float, the default) or llama.cpp (its own quantizer's choice, "
+                        "e.g. Q6_K / Q4_K, written by llama.cpp from an F32 copy; every other tensor unchanged)."),
                     tokenizer: Optional[Path] = TOKENIZER_OPT, bit_order: Optional[str] = BIT_ORDER_OPT) -> None:
     """Write a GGUF that llama.cpp runs on its own (packed formats map without requantizing)."""
     from edgekit.export.gguf_writer import export_gguf
 
     report = export_gguf(_load(model, tokenizer, bit_order), output, float_type=float_type, requantize=requantize,
                          architecture=architecture, linear_type=linear_type, embedding_type=embedding_type,
-                         output_type=output_type)
+                         output_type=output_type, embedding_output_types=embedding_output_types)
     table = Table(title=f"{output}: {len(report.tensors)} tensors")
     for column in ("GGUF type", "tensors", "exact", "max abs error"):
         table.add_column(column, justify="right" if column != "GGUF type" else "left")

@@ -72,6 +72,12 @@ REQUANTIZE_TYPES = ("Q8_0", "Q4_0", "F16", "F32")
 FLOAT_TYPES = ("F32", "F16")
 OVERRIDE_TYPES = ("TQ2_0", "TQ1_0", "Q8_0", "Q4_0", "F16", "F32")
 ARCHITECTURES = ("auto", "llama", "bitnet")
+EMBEDDING_OUTPUT_CHOICES = ("edgekit", "llama.cpp")
+# the llama.cpp file type a file "mostly" of this linear type gets (llama.h's LLAMA_FTYPE_*)
+LLAMA_FTYPES = {"F32": "LLAMA_FTYPE_ALL_F32", "F16": "LLAMA_FTYPE_MOSTLY_F16", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+                "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "TQ1_0": "LLAMA_FTYPE_MOSTLY_TQ1_0",
+                "TQ2_0": "LLAMA_FTYPE_MOSTLY_TQ2_0"}
+CHOSEN_BY_LLAMA_CPP = ("token_embd.weight", "output.weight")
 
 
 @dataclass
@@ -157,34 +163,112 @@ def _check_types(float_type: str, requantize: str | None, overrides: dict) -> No
 def export_gguf(model: Model, path: str | Path, *, float_type: str = "F32", requantize: str | None = None,
                 name: str = "edgekit", architecture: str = "auto", linear_type: str | None = None,
                 embedding_type: str | None = None, output_type: str | None = None,
-                bitnet_norm_eps: float = 1e-20) -> GGUFExportReport:
+                bitnet_norm_eps: float = 1e-20, embedding_output_types: str = "edgekit") -> GGUFExportReport:
     """Write `model` to `path` atomically and return what each tensor became (see the module doc)."""
-    import gguf
-
     overrides = {"linear": linear_type, "embedding": embedding_type, "output": output_type}
     _check_types(float_type, requantize, overrides)
+    if embedding_output_types not in EMBEDDING_OUTPUT_CHOICES:
+        raise ConfigError(f"embedding_output_types {embedding_output_types!r} must be one of "
+                          f"{EMBEDDING_OUTPUT_CHOICES}")
+    if embedding_output_types == "llama.cpp" and (embedding_type or output_type):
+        raise ConfigError("embedding_output_types='llama.cpp' lets llama.cpp's quantizer choose the embedding and "
+                          "output types; it cannot be combined with embedding_type / output_type",
+                          fix="drop one of the two")
     arch = choose_architecture(model, architecture)
     check_exportable(model, arch)
     options = _Options(float_type, requantize, {k: v for k, v in overrides.items() if v}, arch == "llama")
     path = Path(path)
     report = GGUFExportReport(path, architecture=arch, notes=_notes(model, arch))
     eps = bitnet_norm_eps if model.config.linear_input_norm else model.config.norm_eps
+    written = []
+    for tensor_name, tensor in export_tensors(model, arch).items():
+        data, qtype, entry = _convert(model, tensor_name, tensor, options)
+        written.append((gguf_name(tensor_name), data, qtype))
+        report.tensors.append(entry)
+    if embedding_output_types == "llama.cpp":
+        _llama_cpp_embedding_output(model, arch, name, eps, options, written, report)
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), arch)
-        _write_metadata(writer, model, name, eps)
-        _write_tokenizer(writer, model)
-        for tensor_name, tensor in export_tensors(model, arch).items():
-            data, qtype, entry = _convert(model, tensor_name, tensor, options)
-            if qtype is None:
-                writer.add_tensor(gguf_name(tensor_name), data)
-            else:
-                writer.add_tensor(gguf_name(tensor_name), data, raw_dtype=qtype)
-            report.tensors.append(entry)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        _write_file(tmp, model, arch, name, eps, written)
     return report
+
+
+def _write_file(tmp: Path, model: Model, arch: str, name: str, eps: float, written: list) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    _write_metadata(writer, model, name, eps)
+    _write_tokenizer(writer, model)
+    for tensor_name, data, qtype in written:
+        if qtype is None:
+            writer.add_tensor(tensor_name, data)
+        else:
+            writer.add_tensor(tensor_name, data, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def file_type(report: GGUFExportReport) -> str:
+    """The GGUF type most of the linear layers got: the ftype llama.cpp's quantizer would be asked for."""
+    from collections import Counter
+
+    linear = Counter(t.gguf_type for t in report.tensors if t.name.rsplit(".", 1)[-1] in LINEAR_NAMES)
+    return linear.most_common(1)[0][0] if linear else "F32"
+
+
+def _llama_cpp_embedding_output(model: Model, arch: str, name: str, eps: float, opts: _Options,
+                                written: list, report: GGUFExportReport) -> None:
+    """Replace token_embd / output in `written` by what llama.cpp's own quantizer makes of them.
+
+    An F32 copy of the model (same metadata, tokenizer and layout) goes through `llama_model_quantize` with
+    the ftype of edgekit's linear layers; llama.cpp's `llama_tensor_get_type` then picks the embedding and
+    output types it would for that ftype (Q6_K for the output / tied embedding, Q4_K for an untied embedding
+    under TQ1_0 / TQ2_0, Q8_0 for Q8_0 files or rows its block does not divide, ...) and its quantizer writes
+    them. Those two tensors are taken over byte for byte; every other tensor stays what edgekit packed."""
+    import tempfile
+
+    import gguf
+
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError("embedding_output_types='llama.cpp' needs llama-cpp-python (llama.cpp's quantizer)",
+                          fix="pip install llama-cpp-python, or keep the default 'edgekit' (Q8_0)") from exc
+    ftype = file_type(report)
+    f32 = _Options("F32", opts.requantize, {"linear": "F32", "embedding": "F32", "output": "F32"}, opts.permute)
+    sources = {}
+    with tempfile.TemporaryDirectory(prefix="edgekit-gguf-") as tmpdir:
+        plain, quantized = Path(tmpdir) / "f32.gguf", Path(tmpdir) / "quantized.gguf"
+        copy = []
+        for tensor_name, tensor in export_tensors(model, arch).items():
+            data, qtype, _ = _convert(model, tensor_name, tensor, f32)
+            copy.append((gguf_name(tensor_name), data, qtype))
+            if gguf_name(tensor_name) in CHOSEN_BY_LLAMA_CPP:
+                sources[gguf_name(tensor_name)] = (tensor_name, np.asarray(data, np.float32))
+        _write_file(plain, model, arch, name, eps, copy)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, LLAMA_FTYPES[ftype])
+        params.nthread = 1
+        status = llama_cpp.llama_model_quantize(str(plain).encode(), str(quantized).encode(), params)
+        if status != 0:
+            raise ConfigError(f"llama.cpp's quantizer failed (status {status}) on the F32 copy for ftype {ftype}",
+                              fix="export with embedding_output_types='edgekit'")
+        chosen = {t.name: (np.array(t.data), t.tensor_type) for t in gguf.GGUFReader(quantized).tensors
+                  if t.name in CHOSEN_BY_LLAMA_CPP}
+    entries = {t.name: t for t in report.tensors}
+    for i, (tensor_name, _, _) in enumerate(written):
+        if tensor_name not in chosen:
+            continue
+        data, qtype = chosen[tensor_name]
+        source_name, values = sources[tensor_name]
+        back = np.asarray(gguf.quants.dequantize(data, qtype), np.float32).reshape(values.shape)
+        float_type = qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        written[i] = (tensor_name, data.reshape(values.shape) if float_type else data, None if float_type else qtype)
+        entry = entries[source_name]
+        entry.gguf_type, entry.exact = qtype.name, qtype == gguf.GGMLQuantizationType.F32
+        entry.max_abs_error = _max_error(values, back)
+        entry.note = f"{qtype.name} chosen by llama.cpp's quantizer for ftype {ftype}"
 
 
 def _notes(model: Model, arch: str) -> list[str]:

@@ -232,3 +232,91 @@ def test_cli_export_gguf_architecture_and_types(models, tmp_path):
     refused = cli(source, "-o", tmp_path / "c.gguf", "--architecture", "llama")
     assert refused.returncode == 1 and "per-linear input norm" in refused.stderr
     assert not (tmp_path / "c.gguf").exists()
+
+
+def _tensors(path):
+    return {t.name: t for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("fmt,embedding", [("ek_t2", "Q4_K"), ("ek_t1", "Q4_K"), ("ek_i4", "Q4_0"),
+                                           ("ek_i8", "Q8_0")])
+def test_llama_cpp_picks_embedding_and_output_types_and_nothing_else_changes(tiny, tmp_path, fmt, embedding):
+    """llama.cpp's quantizer (llama_tensor_get_type) on an F32 copy: output Q6_K (Q8_0 for a Q8_0 file), an
+    untied embedding Q4_K under TQ1_0/TQ2_0 and the file's own type otherwise; all other bytes are edgekit's."""
+    pytest.importorskip("llama_cpp")
+    config = QuantizeConfig(format=fmt, method="rtn", group_size=32) if fmt in ("ek_i4", "ek_i8") else \
+        QuantizeConfig(format=fmt)
+    packed = quantize_model(tiny, config)
+    report = export_gguf(packed, tmp_path / "l.gguf", embedding_output_types="llama.cpp")
+    export_gguf(packed, tmp_path / "e.gguf")
+    entries = {t.name: t for t in report.tensors}
+    output = "Q8_0" if fmt == "ek_i8" else "Q6_K"
+    assert (entries["tok_embeddings"].gguf_type, entries["output"].gguf_type) == (embedding, output)
+    assert "llama.cpp's quantizer" in entries["output"].note
+    ours, theirs = _tensors(tmp_path / "e.gguf"), _tensors(tmp_path / "l.gguf")
+    assert theirs["token_embd.weight"].tensor_type.name == embedding
+    assert theirs["output.weight"].tensor_type.name == output
+    assert set(ours) == set(theirs)
+    for name in set(ours) - {"token_embd.weight", "output.weight"}:
+        assert ours[name].tensor_type == theirs[name].tensor_type
+        np.testing.assert_array_equal(np.asarray(ours[name].data), np.asarray(theirs[name].data), err_msg=name)
+    # edgekit's loader reads the K-quant embedding / output as float32 through gguf-py's dequantize
+    reloaded = load(tmp_path / "l.gguf")
+    stored = theirs["output.weight"]
+    back = gguf.quants.dequantize(np.asarray(stored.data), stored.tensor_type).reshape(packed.tensors["output"].shape)
+    out = reloaded.tensors["output"]   # K-quants read as float32, Q8_0 packed as ek_i8 (as before)
+    np.testing.assert_array_equal(out.dequantize() if hasattr(out, "dequantize") else np.asarray(out), back)
+    assert np.abs(back - packed.tensors["output"].dequantize()).max() == pytest.approx(entries["output"].max_abs_error)
+
+
+def test_k_quants_are_still_refused_outside_embedding_and_output(tiny, tmp_path):
+    """A K-quant linear layer (another tool's file) is refused by name; only token_embd / output may be K."""
+    pytest.importorskip("llama_cpp")
+    import llama_cpp
+
+    export_gguf(tiny, tmp_path / "f.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, 1
+    assert llama_cpp.llama_model_quantize(str(tmp_path / "f.gguf").encode(), str(tmp_path / "k.gguf").encode(),
+                                          params) == 0
+    with pytest.raises(UnsupportedModelError, match=r"blk\.0\..*Q[4-6]_K"):
+        load(tmp_path / "k.gguf")
+
+
+@pytest.mark.slow
+def test_llama_cpp_embedding_types_run_token_for_token_on_bitllama2c_3m(models, tmp_path, tinystories):
+    """bitllama2.c 3M (TQ2_0, tied): llama.cpp makes the shared embedding Q6_K; llama.cpp on the file and
+    edgekit's engine on the same file agree greedily for 64 tokens, and against the float-embedding original."""
+    from edgekit.quantize.evaluate import compare_models
+    from tests.runtime.parity import edgekit_backend, greedy as backend_greedy
+
+    model = load(models / "bitnet" / "bitllama2c_3M_ternary_lsbfirst.bin")
+    report = export_gguf(model, tmp_path / "b.gguf", embedding_output_types="llama.cpp")
+    assert {t.name: t.gguf_type for t in report.tensors}["tok_embeddings"] == "Q6_K"
+    reloaded = load(tmp_path / "b.gguf")
+    assert backend_greedy(llama_cpp_backend(reloaded)) == edgekit_greedy(reloaded)
+    backend = llama_cpp_backend(model, embedding_output_types="llama.cpp")
+    result = compare_models(edgekit_backend(model), backend, tinystories, None, 10)
+    print(f"bitllama2c 3M, Q6_K embedding by llama.cpp vs edgekit f32: top-1 {result.top1_agreement:.4f}, "
+          f"KL {result.mean_kl:.6f} nats")
+    assert result.top1_agreement >= 0.99
+    backend.close()
+
+
+def test_cli_embedding_output_types(tiny, models, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    source = models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin"
+    done = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "export", "gguf", str(source), "-o",
+                           str(tmp_path / "b.gguf"), "--embedding-output-types", "llama.cpp"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "chosen by llama.cpp's quantizer" in done.stdout
+    # 1M: rows of 128 are not a multiple of Q6_K's 256, so llama.cpp falls back to Q8_0 for the tied embedding
+    assert _tensors(tmp_path / "b.gguf")["token_embd.weight"].tensor_type.name == "Q8_0"
+    with pytest.raises(Exception, match="cannot be combined"):
+        export_gguf(tiny, tmp_path / "x.gguf", embedding_output_types="llama.cpp", embedding_type="Q8_0")
+    assert not (tmp_path / "x.gguf").exists()

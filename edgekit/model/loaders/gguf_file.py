@@ -3,7 +3,9 @@
 Tensor types: F32, F16 and BF16 matrices are read as float32 (lazily, through gguf-py's reference
 `gguf.quants.dequantize`); TQ2_0, TQ1_0, Q4_0 and Q8_0 matrices become edgekit packed tensors holding the
 same integers and fp16 block scales (`gguf_packed.py`: ek_t2 / ek_t1 / ek_i4 / ek_i8, nothing requantized);
-any other type (K-quants, IQ types, ...) is rejected by tensor name with an `UnsupportedModelError`.
+Q4_K, Q5_K and Q6_K are accepted for `token_embd.weight` / `output.weight` only (what llama.cpp's quantizer
+picks for them) and read as float32 through `gguf.quants.dequantize`; any other type (K-quants elsewhere,
+IQ types, ...) is rejected by tensor name with an `UnsupportedModelError`.
 
 Architectures (metadata keys are prefixed with the architecture's name, `llama.` or `bitnet.`):
 
@@ -40,6 +42,10 @@ GGUF_MAGIC = b"GGUF"
 GGUF_ARCHITECTURES = ("llama", "bitnet")
 ACT_QUANT_KEY = "edgekit.act_quant"
 GGUF_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "TQ1_0", "TQ2_0")
+# K-quants llama.cpp's quantizer picks for the embedding and output (and `edgekit export gguf
+# --embedding-output-types llama.cpp` takes over): read as float32 through gguf-py's dequantize, there only
+EMBEDDING_OUTPUT_TYPES = ("Q4_K", "Q5_K", "Q6_K")
+EMBEDDING_OUTPUT_TENSORS = ("token_embd.weight", "output.weight")
 
 _GLOBAL = {"token_embd.weight": "tok_embeddings", "output_norm.weight": "norm", "output.weight": "output",
            "rope_freqs.weight": "rope_freqs"}
@@ -123,9 +129,11 @@ def _entries(reader, arch: str, path: Path) -> dict:
         name = _canonical(t.name, arch)
         if name is None:
             raise UnsupportedModelError(f"unexpected tensor {t.name!r} for the {arch} architecture", path=path)
-        if t.tensor_type.name not in GGUF_TENSOR_TYPES:
+        allowed = GGUF_TENSOR_TYPES + (EMBEDDING_OUTPUT_TYPES if t.name in EMBEDDING_OUTPUT_TENSORS else ())
+        if t.tensor_type.name not in allowed:
             raise UnsupportedModelError(f"tensor {t.name!r} has type {t.tensor_type.name}; supported: "
-                                        f"{GGUF_TENSOR_TYPES}", path=path,
+                                        f"{GGUF_TENSOR_TYPES} (and {EMBEDDING_OUTPUT_TYPES} for "
+                                        f"{' / '.join(EMBEDDING_OUTPUT_TENSORS)}, read as float32)", path=path,
                                         fix="re-quantize with one of the supported types")
         entries[name] = t
     return entries
