@@ -104,6 +104,8 @@ def qat(fmt: str, group: int | None, steps: int, lr: float, **options):
 #   error, folded into attn_norm / ffn_norm / w3 rows, the float function unchanged): as PTQ, RTN +10.04% ->
 #   +9.21%, RTN + MSE search +8.77% -> +8.24%; folded into the teacher before the same QAT (INT4_TARGET_RECIPE):
 #   +2.92% (KL 0.0257), the first recipe within the 3% target, with every block linear int4 g32.
+# - (f) INT4_TARGET_RECIPE with ce_weight 0.5 (half the loss cross-entropy on the training text): +6.53%
+#   (KL 0.0582), far worse: the float teacher's soft targets beat the text's hard labels for this student.
 INT4_TARGET_RECIPE = ("ek_i4", 32, "int4 g32 AWQ + learned searched scales, 512-token windows", 600, 1e-4,
                       {"awq": True, "scale_search": "mse", "grid": "learned", "seq_len": 512, "batch_size": 2})
 QAT_RECIPES = (("ek_i4", 32, "int4 g32", 600, 1e-4, {}),
