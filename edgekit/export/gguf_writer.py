@@ -21,8 +21,11 @@ Ternary matrices whose rows are not a multiple of 256 (TQ's block) become Q8_0 b
 themselves with d = fp16(scale): every trit kept, the same fp16 rounding as TQ, listed in the summary.
 Float trit matrices with a `.scale` (bitllama2.c) are packed the same way as ek_t2. `linear_type`,
 `embedding_type` and `output_type` override the type of the linear layers, the token embedding and the
-output layer (llama.cpp's quantizer would pick Q6_K/Q4_K for the last two; gguf-py cannot write K-quants,
-so Q8_0 is the nearest choice on offer).
+output layer (gguf-py cannot write K-quants, so Q8_0 is the nearest to llama.cpp's choice on offer there).
+`embedding_output_types="llama.cpp"` instead lets llama.cpp's own quantizer (`llama_model_quantize` through
+llama-cpp-python) pick and write those two tensors from an F32 copy, for the ftype of the linear layers: Q6_K for
+the output / a tied embedding, Q4_K for an untied embedding under TQ1_0 / TQ2_0, the file's own type otherwise,
+Q8_0 where Q6_K's 256 does not divide the rows; every other tensor keeps edgekit's bytes.
 
 Architectures (`architecture="auto"` picks one):
 
