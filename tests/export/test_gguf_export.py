@@ -299,7 +299,10 @@ def test_llama_cpp_embedding_types_run_token_for_token_on_bitllama2c_3m(models, 
     result = compare_models(edgekit_backend(model), backend, tinystories, None, 10)
     print(f"bitllama2c 3M, Q6_K embedding by llama.cpp vs edgekit f32: top-1 {result.top1_agreement:.4f}, "
           f"KL {result.mean_kl:.6f} nats")
-    assert result.top1_agreement >= 0.99
+    # The engine parity is the exact greedy check above (same file). This one is the quality cost of the Q6_K
+    # embedding against the float one (99.06% here, ~2 tokens over 99% on 10 documents), so it is held with room
+    # for a different CPU's float rounding rather than at the parity line.
+    assert result.top1_agreement >= 0.985 and result.mean_kl < 2e-3
     backend.close()
 
 
