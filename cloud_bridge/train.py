@@ -15,6 +15,11 @@ the largest edge share whose cascade keeps `target_agreement` top-1 agreement wi
 gives the report's curves. `test_text` (other documents, e.g. `--test-text`) is only measured, with the
 thresholds already chosen.
 
+With `self_distill` N > 0 (`--self-distill N`) the heads train and calibrate on the deployment
+distribution instead: the full model's own greedy continuations (N tokens) of prompts cut from the same
+documents (`self_distill_chunks`), only the positions whose next token the edge decides while generating
+kept; `test_text` is then measured on the continuations of each test document's first prompt.
+
 The report gives, for each exit and threshold: coverage (share of tokens whose max-softmax confidence
 reaches the threshold) and top-1 agreement with the full model on those tokens, plus the cascade the edge
 actually runs (first exit that is confident answers, the rest go to the cloud).
