@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, ShapeMismatchError
 from edgekit.formats import PER_TENSOR, QuantizedTensor, get_format
+from edgekit.formats.aligned import aligned, aligned_empty
 from edgekit.kernels import _native, reference
 
 logger = logging.getLogger(__name__)
@@ -65,29 +66,6 @@ def as_quantized(weight: QuantizedTensor | np.ndarray) -> QuantizedTensor:
     raise KernelInputError(f"weight must be a QuantizedTensor or a 2-D float16/float32 array, got "
                            f"{type(weight).__name__} {getattr(weight, 'dtype', '')} {getattr(weight, 'shape', '')}",
                            fix="pack it with edgekit.formats.pack_values or pass a float32 [out, in] matrix")
-
-
-
-KERNEL_ALIGN = 64   # bytes: one cache line, one zmm load
-
-
-def aligned_empty(nbytes: int) -> np.ndarray:
-    """An uninitialized uint8 buffer [nbytes] whose first byte is KERNEL_ALIGN-aligned."""
-    buf = np.empty(nbytes + KERNEL_ALIGN, dtype=np.uint8)
-    start = (-buf.ctypes.data) % KERNEL_ALIGN
-    return buf[start:start + nbytes]
-
-
-def aligned(array: np.ndarray) -> np.ndarray:
-    """`array` (C-contiguous) itself if it starts on a cache line, else a cache-line-aligned copy. Arrays from
-    safetensors or numpy start 16 bytes past one, and then every 64-byte row load of the AVX-512 kernels splits
-    across two lines: ek_t2 6912 x 2560 from DRAM on 2 threads took 152-158 us per call instead of 107-119
-    (EPYC, /tmp harness over 253 MiB of copies). The copy costs the weights' size in memory once."""
-    if array.ctypes.data % KERNEL_ALIGN == 0:
-        return array
-    out = aligned_empty(array.nbytes).view(array.dtype).reshape(array.shape)
-    out[...] = array
-    return out
 
 
 class PreparedLinear:
@@ -166,7 +144,7 @@ class PreparedLinear:
     def _bind(self, fmt) -> _native.Weight:
         """Describe the packed arrays to C (ek_weight); keep references so the buffers outlive the struct."""
         t = self.tensor
-        data = aligned(np.ascontiguousarray(t.data))   # 64-byte rows must not straddle cache lines
+        data = aligned(t.data)   # loaders align packed data already; a copy only for other arrays
         per_tensor = t.group_size == PER_TENSOR
         scales = np.ascontiguousarray(t.scales, dtype=np.float32).reshape(-1) if not self.is_float else None
         zeros = np.ascontiguousarray(t.zeros) if t.zeros is not None else None

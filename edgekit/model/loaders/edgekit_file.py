@@ -29,6 +29,7 @@ import numpy as np
 from edgekit.errors import CorruptCheckpointError, EdgekitError, UnsupportedModelError
 from edgekit.fileio import atomic_path
 from edgekit.formats import QuantizedTensor
+from edgekit.formats.aligned import aligned
 from edgekit.model.config import ModelConfig
 from edgekit.model.model import Model
 from edgekit.model.tokenizer import tokenizer_from_blob, tokenizer_to_blob
@@ -168,11 +169,13 @@ def _build(path: Path, meta: dict, entries: dict[str, np.ndarray]) -> Model:
 
 
 def _tensors(meta: dict, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray | QuantizedTensor]:
-    """Every stored tensor (model and auxiliary) by name, packed ones rebuilt as QuantizedTensors."""
+    """Every stored tensor (model and auxiliary) by name, packed ones rebuilt as QuantizedTensors (their data
+    moved out of `entries` into cache-line-aligned arrays one at a time, so the file's copy is freed as it goes)."""
     tensors: dict[str, np.ndarray | QuantizedTensor] = {}
     for name, info in meta["packed"].items():
         tensors[name] = QuantizedTensor(format=str(info["format"]), shape=tuple(int(d) for d in info["shape"]),
-                                        group_size=int(info["group_size"]), data=entries[name + _SEP + "data"],
+                                        group_size=int(info["group_size"]),
+                                        data=aligned(entries.pop(name + _SEP + "data")),   # kernels bind it as is
                                         scales=entries[name + _SEP + "scales"],
                                         zeros=entries.get(name + _SEP + "zeros"))
     for key, array in entries.items():

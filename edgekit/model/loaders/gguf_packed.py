@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.errors import CorruptCheckpointError
 from edgekit.formats import PER_CHANNEL, PER_TENSOR, QuantizedTensor, get_format, pack_values
+from edgekit.formats.aligned import aligned
 
 PACKED_TYPES = ("TQ2_0", "TQ1_0", "Q4_0", "Q8_0")
 _D_OFFSET = {"Q4_0": 0, "Q8_0": 0, "TQ1_0": 52, "TQ2_0": 64}   # byte offset of each block's fp16 d
@@ -58,7 +59,7 @@ def packed_from_ggml(raw: np.ndarray, type_name: str, shape: tuple[int, int], pa
         data.append(tensor.data)
         chunk_scales.append(tensor.scales)
     all_scales = scales if group == PER_TENSOR else np.concatenate(chunk_scales, axis=0)
-    out = QuantizedTensor(fmt, (rows, cols), group, np.concatenate(data, axis=0), all_scales)
+    out = QuantizedTensor(fmt, (rows, cols), group, aligned(np.concatenate(data, axis=0)), all_scales)
     out.validate(name)
     return out
 
