@@ -86,7 +86,7 @@ def search_scale(weights: list[np.ndarray], hessian: np.ndarray, tokens: int, fm
 
 def fold_scale(tensors: dict, layer: int, linears: tuple[str, ...], target: str, scale: np.ndarray) -> None:
     """Multiply the columns of the `linears` of `layer` by s and divide `target` (a norm weight, or the rows
-    of w3 and its bias) by s, in place on the `tensors` dict (new arrays, the source's are not touched)."""
+    of w3: the FFN has no bias) by s, in place on the `tensors` dict (new arrays, the source's are not touched)."""
     p = f"layers.{layer}."
     for linear in linears:
         tensors[p + linear] = (np.asarray(tensors[p + linear], np.float32) * scale[None, :]).astype(np.float32)
@@ -107,9 +107,7 @@ def awq_fold(model: Model, sequences: list[np.ndarray], fmt_name: str, group_siz
     states, tokens, alphas = embed_sequences(working, sequences), int(sum(len(s) for s in sequences)), {}
     for layer in range(model.config.n_layers):
         for half in ("attention", "ffn"):
-            for group, group_half, linears, target in FOLDS:
-                if group_half != half:
-                    continue
+            for group, _, linears, target in (fold for fold in FOLDS if fold[1] == half):
                 hessian = collect_hessian(working, states, f"layers.{layer}.{linears[0]}", half, cache)
                 weights = [np.asarray(tensors[f"layers.{layer}.{name}"], np.float32) for name in linears]
                 scale, alphas[f"layers.{layer}.{group}"] = search_scale(weights, hessian, tokens, fmt_name,
