@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 ABI_VERSION = 1
 ISA_IDS = {"scalar": 0, "avx2": 1, "neon": 2, "avx512": 3}
-LAYOUT_IDS = {"native": 0, "lut3": 1}  # enum ek_layout
+LAYOUT_IDS = {"native": 0, "lut3": 1, "bitplane": 2}  # enum ek_layout
 ACT_I8, ACT_F32 = 0, 1
 STATUS = {0: "ok", -1: "invalid argument", -2: "out of memory", -3: "unsupported format/activation",
           -4: "ISA not available"}

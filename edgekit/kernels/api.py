@@ -23,7 +23,7 @@ from edgekit.kernels import _native, reference
 logger = logging.getLogger(__name__)
 
 ACT_QUANT_MODES = ("int8_absmax", "none")
-LAYOUT_CHOICES = ("auto", "native", "lut3")
+LAYOUT_CHOICES = ("auto", "native", "lut3", "bitplane")
 DECODE, PREFILL = 1, 64  # token counts used to name the decode (GEMV) and prefill (GEMM) kernels
 
 
@@ -73,7 +73,8 @@ class PreparedLinear:
 
     `layout` "auto" lets the C library say whether a repacked layout pays on this CPU (ek_preferred_layout, a
     measured choice, see src/lut.c); "native" keeps the packed rows as they are; "lut3" forces the ternary
-    lookup-table layout (ek_t2/ek_t1 with one scale per tensor or row). The repack happens here, once.
+    lookup-table layout (ek_t2/ek_t1 with one scale per tensor or row); "bitplane" the bit-serial LUT layout
+    of ek_i2/i3/i4/u2/u3/u4 (src/bitplane.c). The repack happens here, once.
     `layout` names the layout in use afterwards; `kernel_nbytes` the bytes a call streams."""
 
     def __init__(self, tensor: QuantizedTensor, act_quant: str, layout: str = "auto"):
@@ -131,7 +132,7 @@ class PreparedLinear:
             raise ConfigError(f"layout {layout!r} does not apply to {self.tensor.format} group "
                               f"{self.tensor.group_size} [{self.rows} x {self.cols}]",
                               fix="use layout='auto' or 'native' (lut3 takes ternary weights with one scale "
-                                  "per tensor or row)")
+                                  "per tensor or row; bitplane takes ek_i2/i3/i4/u2/u3/u4)")
         packed = aligned_empty(size)
         status = lib.ek_repack(ctypes.byref(weight), layout_id, packed.ctypes.data)
         if status != 0:

@@ -1,5 +1,5 @@
 /* Dispatch: run-time ISA choice, argument checks, the per-call scratch and the thread pool around the
- * kernels of scalar.c / avx2.c / avx512.c / lut.c / neon*.c; plus activation quantization, the repack entry
+ * kernels of scalar.c / avx2.c / avx512.c / lut.c / lut_avx2.c / bitplane.c / neon*.c; plus activation quantization, the repack entry
  * points and the bandwidth probe. */
 #include "ek_kernels.h"
 #include "ek_pool.h"
@@ -78,7 +78,22 @@ int ek_set_isa(int isa) {
 int ek_set_num_threads(int n) { return ek_pool_resize(n); }
 int ek_get_num_threads(void) { return ek_pool_threads(); }
 
+const ek_kernel *ek_avx2_lut_kernel(int format, int act_kind, int layout, int64_t tokens);      /* lut_avx2.c */
+const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens); /* bitplane.c */
+
+/* Repacked layouts read by AVX2 kernels of their own files (AVX-512 CPUs run the bit-plane one too: it has no
+ * AVX-512 twin yet; the LUT3 layout has lut.c's vpermw kernel there). */
+static const ek_kernel *layout_kernel(int isa, int format, int act_kind, int layout, int64_t tokens) {
+    if (layout == EK_LAYOUT_BITPLANE && (isa == EK_ISA_AVX2 || isa == EK_ISA_AVX512))
+        return ek_avx2_bitplane_kernel(format, act_kind, layout, tokens);
+    if (layout == EK_LAYOUT_TERNARY_LUT3 && isa == EK_ISA_AVX2)
+        return ek_avx2_lut_kernel(format, act_kind, layout, tokens);
+    return NULL;
+}
+
 static const ek_kernel *isa_kernel(int isa, int format, int act_kind, int layout, int64_t tokens) {
+    const ek_kernel *k = layout_kernel(isa, format, act_kind, layout, tokens);
+    if (k) return k;
     switch (isa) {
     case EK_ISA_AVX2: return ek_avx2_kernel(format, act_kind, layout, tokens);
     case EK_ISA_NEON: return ek_neon_kernel(format, act_kind, layout, tokens);
@@ -115,7 +130,8 @@ static int check_args(const ek_weight *w, const ek_act *a, const float *y, int64
     if (!w || !a || !y || !w->data || w->rows < 1 || w->cols < 1 || a->tokens < 1) return EK_ERR_ARG;
     if (w->format < EK_FMT_T2 || w->format > EK_FMT_F32 || a->cols != w->cols || ldy < w->rows)
         return EK_ERR_ARG;
-    if (w->layout != EK_LAYOUT_NATIVE && w->layout != EK_LAYOUT_TERNARY_LUT3) return EK_ERR_ARG;
+    if (w->layout != EK_LAYOUT_NATIVE && w->layout != EK_LAYOUT_TERNARY_LUT3 && w->layout != EK_LAYOUT_BITPLANE)
+        return EK_ERR_ARG;
     if (ek_format_is_float(w->format)) return a->kind == EK_ACT_F32 && a->x ? EK_OK : EK_ERR_UNSUPPORTED;
     if (a->kind == EK_ACT_F32 && (!a->x || a->x_cols < 0 || a->x_cols > a->cols)) return EK_ERR_ARG;
     if (a->kind == EK_ACT_I8 && (!a->q || !a->scale)) return EK_ERR_ARG;
@@ -296,15 +312,19 @@ double ek_read_bandwidth(size_t nbytes, int threads, int reps) {
  * a layout is only worth its repack if a kernel of this ISA reads it for every T (see lut.c for the numbers). */
 int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa);
 size_t ek_lut_repack_size(const ek_weight *w, int layout);
+int ek_bitplane_preferred_layout(const ek_weight *w, int act_kind, int isa); /* bitplane.c */
+size_t ek_bitplane_repack_size(const ek_weight *w, int layout);
+int ek_bitplane_repack_rows(const ek_weight *w, int layout, uint8_t *dst, int64_t r0, int64_t r1);
 
 int ek_preferred_layout(const ek_weight *w, int act_kind) {
     if (!w || w->layout != EK_LAYOUT_NATIVE || w->rows < 1 || w->cols < 1) return EK_LAYOUT_NATIVE;
-    return ek_lut_preferred_layout(w, act_kind, ek_get_isa());
+    int layout = ek_lut_preferred_layout(w, act_kind, ek_get_isa());
+    return layout != EK_LAYOUT_NATIVE ? layout : ek_bitplane_preferred_layout(w, act_kind, ek_get_isa());
 }
 
 size_t ek_repack_size(const ek_weight *w, int layout) {
     if (!w || !w->data || w->layout != EK_LAYOUT_NATIVE || w->rows < 1 || w->cols < 1) return 0;
-    return ek_lut_repack_size(w, layout);
+    return layout == EK_LAYOUT_BITPLANE ? ek_bitplane_repack_size(w, layout) : ek_lut_repack_size(w, layout);
 }
 
 typedef struct {
@@ -317,10 +337,12 @@ int ek_lut_repack_rows(const ek_weight *w, int layout, uint8_t *dst, int64_t r0,
 
 static void repack_chunk(void *ctx, int64_t r0, int64_t r1) {
     repack_job *j = ctx;
-    ek_lut_repack_rows(j->w, j->layout, j->dst, r0, r1);
+    if (j->layout == EK_LAYOUT_BITPLANE) ek_bitplane_repack_rows(j->w, j->layout, j->dst, r0, r1);
+    else ek_lut_repack_rows(j->w, j->layout, j->dst, r0, r1);
 }
 
-/* Streaming and multithreaded: each pool chunk re-encodes whole 32-row tiles of the layout. */
+/* Streaming and multithreaded: each pool chunk re-encodes whole 32-row tiles of the layout (both repacked
+ * layouts tile rows by 32). */
 int ek_repack(const ek_weight *w, int layout, uint8_t *dst) {
     if (!dst || ek_repack_size(w, layout) == 0) return EK_ERR_UNSUPPORTED;
     repack_job job = {w, layout, dst};

@@ -60,8 +60,15 @@ enum ek_act_kind { EK_ACT_I8 = 0, EK_ACT_F32 = 1 };
  *     base-3 index i = d0 + 3 d1 + 9 d2 (d = trit + 1, i in 0..26). Tile-major; per tile, per pair of triples
  *     (2p, 2p + 1): 32 bytes (byte r = low nibble of row r's index of triple 2p | low nibble of triple 2p + 1
  *     << 4), then two little-endian uint32 of bit 4 of the indices (bit r = row r), triple 2p first:
- *     40 bytes per 192 weights, 1.67 bits per weight (ek_t2 reads 2, ek_t1 1.6). */
-enum ek_layout { EK_LAYOUT_NATIVE = 0, EK_LAYOUT_TERNARY_LUT3 = 1 };
+ *     40 bytes per 192 weights, 1.67 bits per weight (ek_t2 reads 2, ek_t1 1.6).
+ *   EK_LAYOUT_BITPLANE (ek_i2/i3/i4, ek_u2/u3/u4; groups of a multiple of 8 columns, or one group per row): the
+ *     codes split into their bit planes for the bit-serial LUT kernels of bitplane.c (T-MAC's layout idea).
+ *     Rows in tiles of 32 (last tile padded with zero codes), columns in octets (ceil(cols / 8), missing columns
+ *     code 0, read against zero activations). Tile-major; per tile, per octet o, per plane b (0 = least
+ *     significant bit of the code): 32 bytes, byte r = bit b of row r's codes of columns 8o..8o+3 (column 8o+j
+ *     at bit j) | those of columns 8o+4..8o+7 << 4. Exactly `bits` bits per weight (2, 3 or 4) plus padding;
+ *     numpy twin: edgekit.kernels.reference.pack_bitplanes. */
+enum ek_layout { EK_LAYOUT_NATIVE = 0, EK_LAYOUT_TERNARY_LUT3 = 1, EK_LAYOUT_BITPLANE = 2 };
 
 enum ek_status {
     EK_OK = 0,
@@ -187,6 +194,9 @@ int ek_neon_supported(void); /* run-time check (HWCAP); defined in neon*.c on aa
 void ek_decode_row_values(int format, const uint8_t *row, int64_t c0, int64_t n, int8_t *out);
 /* Row r of an EK_LAYOUT_TERNARY_LUT3 weight as trits [cols] (lut.c). */
 void ek_lut_decode_row(const ek_weight *w, int64_t r, int8_t *out);
+/* Row r of an EK_LAYOUT_BITPLANE weight as values [cols] (code - offset; ek_u*: raw codes) (bitplane.c). */
+void ek_bitplane_decode_row(const ek_weight *w, int64_t r, int8_t *out);
+int ek_format_bits(int format); /* code bits: 2, 3, 4, or 8 (scalar.c) */
 /* The value offset of a symmetric format: trits 1, int2 2, int3 4, int4 8, int8 128; 0 for ek_u*. */
 int ek_format_offset(int format);
 int ek_format_is_float(int format);

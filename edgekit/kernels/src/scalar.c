@@ -1,7 +1,7 @@
 /* Portable scalar C kernels: the baseline every ISA falls back to, and the shared decode helpers.
  *
  * One generic kernel serves every integer format: each row is decoded once into int8 values [cols]
- * (ek_decode_row_values, or ek_lut_decode_row for a weight repacked to EK_LAYOUT_TERNARY_LUT3), then dotted with every token's int8 activations group by group in int32, which
+ * (ek_decode_row_values, or ek_lut_decode_row / ek_bitplane_decode_row for a repacked weight), then dotted with every token's int8 activations group by group in int32, which
  * is exact (|v| <= 128, |q| <= 127, so a group of up to 2^17 columns cannot overflow). Float weights use a
  * float32 dot product in column order.
  */
@@ -27,7 +27,7 @@ int ek_format_has_zeros(int format) {
     return format == EK_FMT_U2 || format == EK_FMT_U3 || format == EK_FMT_U4;
 }
 
-static int format_bits(int format) {
+int ek_format_bits(int format) {
     switch (format) {
     case EK_FMT_T2: case EK_FMT_I2: case EK_FMT_U2: return 2;
     case EK_FMT_I3: case EK_FMT_U3: return 3;
@@ -54,7 +54,7 @@ static inline int base3_code(const uint8_t *row, int64_t j) {
 }
 
 void ek_decode_row_values(int format, const uint8_t *row, int64_t c0, int64_t n, int8_t *out) {
-    int offset = ek_format_offset(format), bits = format_bits(format);
+    int offset = ek_format_offset(format), bits = ek_format_bits(format);
     for (int64_t i = 0; i < n; i++) {
         int64_t j = c0 + i;
         int code;
@@ -106,6 +106,7 @@ static void rows_int_a8(const ek_weight *w, const ek_act *a, const void *scratch
     }
     for (int64_t r = r0; r < r1; r++) {
         if (w->layout == EK_LAYOUT_TERNARY_LUT3) ek_lut_decode_row(w, r, vals);
+        else if (w->layout == EK_LAYOUT_BITPLANE) ek_bitplane_decode_row(w, r, vals);
         else ek_decode_row_values(w->format, w->data + r * w->row_bytes, 0, cols, vals);
         const uint8_t *zeros = w->zeros ? w->zeros + r * groups : NULL;
         for (int64_t t = 0; t < a->tokens; t++) {
@@ -154,6 +155,9 @@ const ek_kernel *ek_scalar_kernel(int format, int act_kind, int layout, int64_t 
     if (format < EK_FMT_T2 || format > EK_FMT_F32) return NULL;
     if (layout == EK_LAYOUT_TERNARY_LUT3) /* the fallback for a repacked weight after a change of ISA */
         return (format == EK_FMT_T2 || format == EK_FMT_T1) && act_kind == EK_ACT_I8 ? &scalar_int : NULL;
+    if (layout == EK_LAYOUT_BITPLANE) /* likewise for the bit-plane layout of the intN formats */
+        return ek_format_bits(format) <= 4 && !ek_format_is_float(format) && format != EK_FMT_T2 &&
+               act_kind == EK_ACT_I8 ? &scalar_int : NULL;
     if (layout != EK_LAYOUT_NATIVE) return NULL;
     if (ek_format_is_float(format)) return act_kind == EK_ACT_F32 ? &scalar_float : NULL;
     return act_kind == EK_ACT_I8 ? &scalar_int : NULL;
