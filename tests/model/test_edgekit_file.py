@@ -55,6 +55,37 @@ def test_packed_data_loads_cache_line_aligned_so_kernels_bind_it_without_a_copy(
         assert aligned(tensor.data) is tensor.data
 
 
+def test_entries_read_into_aligned_buffers_equal_what_safetensors_reads(packed_pair):
+    from safetensors.numpy import load_file
+
+    from edgekit.formats.aligned import KERNEL_ALIGN
+
+    ours, theirs = edgekit_file.read_entries(packed_pair[1]), load_file(str(packed_pair[1]))
+    assert ours.keys() == theirs.keys()
+    for name, array in theirs.items():
+        assert ours[name].dtype == array.dtype
+        assert array.size == 0 or ours[name].ctypes.data % KERNEL_ALIGN == 0
+        np.testing.assert_array_equal(ours[name], array)
+
+
+def test_loading_peaks_near_the_file_size_not_twice_it(models, tmp_path):
+    """Regression: the checksums hashed a `tobytes()` copy of every entry and the packed data were copied again
+    to align them, so a 512 MiB file peaked at 1057 MiB of RSS (548 MiB now)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.edgekit"
+    big = np.random.default_rng(0).standard_normal(32 << 20, dtype=np.float32)   # 128 MiB auxiliary entry
+    save_model(load(models / "stories260K.bin"), path, aux={"big": big})
+    del big
+    script = ("import resource, sys; from edgekit.model import load; "
+              "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; load(sys.argv[1]); "
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
+    grown_mib = float(subprocess.run([sys.executable, "-c", script, str(path)], check=True, capture_output=True,
+                                     text=True).stdout)
+    assert grown_mib < 1.5 * path.stat().st_size / 2**20
+
+
 def test_tokenizer_recipe_and_source_are_recorded(packed_pair, models):
     packed, path = packed_pair
     loaded = load(path)
