@@ -69,8 +69,8 @@ def test_entries_read_into_aligned_buffers_equal_what_safetensors_reads(packed_p
 
 
 def test_loading_peaks_near_the_file_size_not_twice_it(models, tmp_path):
-    """Regression: the checksums hashed a `tobytes()` copy of every entry and the packed data were copied again
-    to align them, so a 512 MiB file peaked at 1057 MiB of RSS (548 MiB now)."""
+    """Regression: safetensors' load_file held a memory map of the whole file (counted in RSS) while copying the
+    entries out, so a 512 MiB file peaked at 1057 MiB of RSS (548 MiB now)."""
     import subprocess
     import sys
 

@@ -140,10 +140,10 @@ def read_entries(path: Path, keep=lambda name: True) -> dict[str, np.ndarray]:
     """The stored entries whose name passes `keep`, each read from the file straight into its own
     cache-line-aligned array (the kernels bind packed data as it is).
 
-    Loading with safetensors' load_file and hashing each entry's `tobytes()` copy peaked at twice the file's size
-    (a 512 MiB file: 1057 MiB of RSS; load_file alone 545 MiB, but its arrays are not cache-line aligned, so the
-    packed data would be copied once more). Reading each entry with readinto into its final aligned buffer, and
-    hashing through a view (`sha256_bytes`), peaks at the file's size (548 MiB). The layout is the one
+    safetensors' load_file copies every tensor out of a memory map of the whole file, and the mapped pages count
+    in RSS until it returns: loading peaked at twice the file's size (a 512 MiB file: 1057 MiB of RSS), and its
+    arrays are not cache-line aligned, so packed data were copied once more. Reading each entry with readinto into
+    its final aligned buffer peaks at the file's size (548 MiB). The layout is the one
     safetensors documents (an 8-byte little-endian header length, a JSON header giving each entry's dtype, shape
     and [begin, end) byte offsets into the data that follows); `read_metadata` has already had safe_open
     validate the header."""
