@@ -6,7 +6,8 @@ register-level driver as the board; "pynq" loads EDGEKIT_FPGA_BITSTREAM (with it
 EDGEKIT_FPGA_BOARD picks the board file (default kv260); EDGEKIT_FPGA_LM_HEAD the LM head: "fpga" (default:
 the design's group-quantized head on the fabric, top-k per decode step; prefill returns every row's logits
 for evaluation), or the host's "f32" (the reference's logits) or "int8" (what a board's ARM cores would run).
-EDGEKIT_FPGA_HEAD_BITS sets the fabric head's weight bits (4 by default; 8 or 2).
+EDGEKIT_FPGA_HEAD_BITS sets the fabric head's weight bits (4 by default; 8 or 2); EDGEKIT_FPGA_KV_BITS the
+device KV cache (8 by default: int8 with a scale per token and kv head, ek_kvcache.h; 32: float32).
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ class FpgaBackend:
         head_bits = os.environ.get("EDGEKIT_FPGA_HEAD_BITS", "4")
         if head_bits not in ("8", "4", "2"):
             raise ConfigError(f"EDGEKIT_FPGA_HEAD_BITS={head_bits!r} is not 8, 4 or 2")
-        head_bits = int(head_bits)
-        self.design = design_for(model.config, HlsConfig(max_seq=max_seq, head_bits=head_bits))
+        kv_bits = os.environ.get("EDGEKIT_FPGA_KV_BITS", "8")
+        if kv_bits not in ("8", "32"):
+            raise ConfigError(f"EDGEKIT_FPGA_KV_BITS={kv_bits!r} is not 8 or 32")
+        self.design = design_for(model.config, HlsConfig(max_seq=max_seq, head_bits=int(head_bits),
+                                                         kv_bits=int(kv_bits)))
         data = extract_device_data(model, self.design)
         driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
                              else open_pynq_driver())

@@ -8,7 +8,8 @@ Model (first order; every constant below is an assumption, not a measurement):
   larger of its compute and its DDR time at `DDR_EFFICIENCY` of the board's peak.
 - Tables: one group a cycle per distinct input (q/k/v share theirs, w1/w3 too).
 - Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` float units,
-  against reading the float32 K and V planes of the context from DDR.
+  against reading the K and V planes of the context from DDR (float32, or int8 codes plus a float32 scale
+  per token and kv head: `Design.kv_position_bytes`, ek_kvcache.h).
 - Element-wise passes (norms, quantization, RoPE, activation, residual) at one element a cycle.
 - LM head on the fabric (ek_lmhead.h, the default): ceil(vocab / head_lanes) row blocks x (code words of
   a row + pipeline depth) cycles, against streaming its group-quantized words (codes, sub-scales, row
@@ -108,12 +109,13 @@ class CycleModel:
 
     def attention_s(self, context: int, n_tok: int) -> float:
         d = self.d
-        kv_bytes = 2 * context * d.kv_dim * 4
+        kv_bytes = context * d.kv_position_bytes
         return max(self.attention_macs(context, n_tok) / d.hls.attn_macs / self.f, kv_bytes / self.bw)
 
     def elementwise_s(self, n_tok: int) -> float:
         d = self.d
-        return n_tok * (8 * d.dim + 4 * d.hidden + 2 * d.q_dim) / self.f
+        kv_quant = 4 * d.kv_dim if d.hls.kv_bits == 8 else 0          # absmax + quantize of the new K/V rows
+        return n_tok * (8 * d.dim + 4 * d.hidden + 2 * d.q_dim + kv_quant) / self.f
 
     def host_head_s(self) -> float:
         """The host's LM head: int8/int4 weights streamed by the ARM cores (lm_head="host")."""
@@ -148,7 +150,7 @@ class CycleModel:
         and the LM head's words when it runs on the fabric."""
         d = self.d
         head = head_bytes(d) if self.lm_head == "fpga" else 0
-        return weight_bytes(d) + d.layers * (2 * context * d.kv_dim * 4 + 2 * d.kv_dim * 4) + head
+        return weight_bytes(d) + d.layers * (context + 1) * d.kv_position_bytes + head
 
     def ttft_s(self, prompt: int) -> float:
         """Prefill of `prompt` tokens tile by tile (each tile attends to everything before it), then the LM head."""
@@ -212,7 +214,7 @@ SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,
-                  head_bits: int = 4) -> HlsConfig:
+                  head_bits: int = 4, kv_bits: int = 32) -> HlsConfig:
     """The knobs of SEARCH_GRID that fit the part and decode fastest at `context` (fewest LUTs on ties)."""
     from edgekit.errors import ConfigError  # noqa: PLC0415
     from edgekit.hls.resources import check_fits  # noqa: PLC0415
@@ -222,7 +224,7 @@ def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_se
     best, best_key = None, None
     names = tuple(SEARCH_GRID)
     for values in itertools.product(*SEARCH_GRID.values()):
-        hls = HlsConfig(**dict(zip(names, values)), max_seq=max_seq, head_bits=head_bits)
+        hls = HlsConfig(**dict(zip(names, values)), max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits)
         design = design_for(config, hls)
         try:
             use = check_fits(design, board)

@@ -2,7 +2,8 @@
 lookup, one `ek_top` call per prefill or decode step, final RMSNorm and LM head in numpy.
 
 Buffers (hls/include/ek_layer.h layouts): weights uint64, params float32, rope float32, kv float32
-[layers, 2, max_seq, kv_dim], hbuf float32 [max_seq, dim] (hidden states in and out).
+[layers, 2, max_seq, kv_dim] or int8 codes + float32 scales per layer (ek_kvcache.h, `kv_bits` 8), hbuf float32
+[max_seq, dim] (hidden states in and out).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ LOGIT_ROWS = HEAD_LOGIT_ROWS       # logits rows one head call writes back (eval
 
 def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
     """Allocate the device buffers (ek_top's arguments), fill the constant ones and flush them to the device."""
-    kv_floats = design.layers * 2 * design.max_seq * design.kv_dim
+    kv_type = np.float32 if design.hls.kv_bits == 32 else np.int8
+    kv_items = design.layers * design.kv_layer_bytes // np.dtype(kv_type).itemsize
     k = design.hls.top_k
     buffers = {"weights": allocator.allocate(data.weights.shape, np.uint64),
                "params": allocator.allocate(data.params.shape, np.float32),
                "rope": allocator.allocate((data.rope.size,), np.float32),
-               "kv": allocator.allocate((kv_floats,), np.float32),
+               "kv": allocator.allocate((kv_items,), kv_type),
                "hbuf": allocator.allocate((design.max_seq, design.dim), np.float32),
                "head": allocator.allocate(data.head.words.shape, np.uint64),
                "head_params": allocator.allocate(data.head_params.shape, np.float32),

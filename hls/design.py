@@ -14,6 +14,7 @@ from edgekit.hls.packing import MATRICES, TritCode, ceil_div, matrix_words
 from edgekit.model.config import ModelConfig
 
 HEAD_BITS = (8, 4, 2)
+KV_BITS = (32, 8)         # float32 KV cache, or int8 with one float32 scale per (token, kv head): ek_kvcache.h
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,10 @@ class HlsConfig:
     The on-chip LM head (ek_lmhead.h): `head_bits` per weight (symmetric codes, 8, 4 or 2), one uint8
     sub-scale per `head_group` weights of a row and a float32 scale per row; `head_lanes` rows a cycle,
     each lane one 64-bit word (64 / head_bits MACs) a cycle; `top_k` (index, logit) pairs per token
-    return to the host (fused argmax / top-k)."""
+    return to the host (fused argmax / top-k).
+
+    `kv_bits`: the DDR KV cache in float32 (32) or int8 with a float32 scale per (token, kv head) (8), the
+    native engine's int8 KV numerics (ek_kvcache.h)."""
 
     group: int = 3
     half_table: bool = True
@@ -39,6 +43,7 @@ class HlsConfig:
     head_group: int = 64
     head_lanes: int = 8
     top_k: int = 8
+    kv_bits: int = 32
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -56,6 +61,9 @@ class HlsConfig:
             raise ConfigError(f"HlsConfig.head_group {self.head_group} must be a multiple of "
                               f"{64 // self.head_bits} (the {self.head_bits}-bit codes in one 64-bit word)",
                               fix="pass --head-group 64 or 128")
+        if self.kv_bits not in KV_BITS:
+            raise ConfigError(f"HlsConfig.kv_bits must be one of {KV_BITS}, got {self.kv_bits!r}",
+                              fix="pass --kv-bits 32 or 8")
         if self.max_seq < 0:
             raise ConfigError(f"HlsConfig.max_seq must be >= 0, got {self.max_seq}")
         if self.version != 1:
@@ -146,6 +154,17 @@ class Design:
     @property
     def head_words(self) -> int:
         return self.head_rows * self.head_row_words
+
+    @property
+    def kv_position_bytes(self) -> int:
+        """DDR bytes one cached position takes in one layer (K and V): ek_kvcache.h."""
+        if self.hls.kv_bits == 32:
+            return 2 * 4 * self.kv_dim
+        return 2 * (self.kv_dim + 4 * self.kv_heads)
+
+    @property
+    def kv_layer_bytes(self) -> int:
+        return self.max_seq * self.kv_position_bytes
 
     @property
     def inv_sqrt_head_dim(self) -> np.float32:

@@ -98,9 +98,33 @@ def attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, positions: np.nd
     return (acc / sums[..., None]).transpose(1, 0, 2)
 
 
+def quantize_kv_rows(x: np.ndarray, kv_heads: int) -> tuple[np.ndarray, np.ndarray]:
+    """ek_kvcache.h's int8 rows: x [T, kv_dim] -> (codes [T, kv_dim] int8, scales [T, kv_heads] float32),
+    absmax per (token, kv head) as the native engine's int8 KV cache (runtime/kv_cache.py)."""
+    t = x.shape[0]
+    q, scale = quantize_absmax(np.asarray(x, dtype=F32).reshape(t * kv_heads, -1))
+    return q.astype(np.int8).reshape(t, -1), scale.reshape(t, kv_heads)
+
+
+def dequantize_kv_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float(q) * scale per (token, kv head): codes [T, kv_dim], scales [T, kv_heads] -> [T, kv_dim] float32."""
+    t, kv_heads = scales.shape
+    rows = codes.astype(F32).reshape(t, kv_heads, -1) * scales[:, :, None]
+    return rows.reshape(t, -1).astype(F32)
+
+
+def kv_layer_bytes(kv: np.ndarray, codes: np.ndarray | None, scales: np.ndarray | None) -> np.ndarray:
+    """One layer's DDR buffer in ek_kvcache.h's layout: float32 [2, max_seq, kv_dim] when codes is None,
+    else bytes [K codes | V codes | K scales | V scales] (codes [2, max_seq, kv_dim], scales [2, max_seq, kvh])."""
+    if codes is None:
+        return np.ascontiguousarray(kv, dtype=F32)
+    return np.concatenate([codes.reshape(-1).view(np.uint8), scales.astype(F32).reshape(-1).view(np.uint8)])
+
+
 class HlsReference:
     """The accelerator in numpy: `run(h, start_pos)` updates hidden states [T, dim] through every layer,
-    keeping the KV cache [layers, 2, max_seq, kv_dim] like the device's DDR buffer."""
+    keeping the KV cache [layers, 2, max_seq, kv_dim] like the device's DDR buffer (with kv_bits 8 `kv`
+    holds what attention reads back, float(q) * scale, and `kv_codes` / `kv_scales` what DDR holds)."""
 
     def __init__(self, design: Design, trits: dict[str, np.ndarray], params: np.ndarray, rope: np.ndarray):
         self.design = design
@@ -108,6 +132,10 @@ class HlsReference:
         self.params = params.reshape(design.layers, -1)
         self.rope = rope.reshape(design.max_seq, design.head_dim // 2, 2)
         self.kv = np.zeros((design.layers, 2, design.max_seq, design.kv_dim), dtype=F32)
+        self.kv_codes = self.kv_scales = None
+        if design.hls.kv_bits == 8:
+            self.kv_codes = np.zeros(self.kv.shape, dtype=np.int8)
+            self.kv_scales = np.zeros(self.kv.shape[:3] + (design.kv_heads,), dtype=F32)
         self.eps = F32(design.norm_eps)
 
     def quantize_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +159,7 @@ class HlsReference:
         k = self.bitlinear(q8, a, layer, "wk").reshape(T, d.kv_heads, d.head_dim)
         v = self.bitlinear(q8, a, layer, "wv")
         q, k = apply_rope(q, self.rope, positions), apply_rope(k, self.rope, positions)
-        self.kv[layer, 0, positions] = k.reshape(T, -1)
-        self.kv[layer, 1, positions] = v
+        self.store_kv(layer, positions, k.reshape(T, -1), v)
         keys = self.kv[layer, 0].reshape(d.max_seq, d.kv_heads, d.head_dim)
         values = self.kv[layer, 1].reshape(d.max_seq, d.kv_heads, d.head_dim)
         o = attend(q, keys, values, positions, d.heads // d.kv_heads, d.inv_sqrt_head_dim).reshape(T, d.q_dim)
@@ -140,6 +167,21 @@ class HlsReference:
             o = rms_norm(o, self.norm_param(layer, "attn_sub_norm", d.q_dim), self.eps)
         q8, a = self.quantize_input(o)
         return h + self.bitlinear(q8, a, layer, "wo")
+
+    def store_kv(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+        for which, rows in ((0, k), (1, v)):
+            if self.kv_codes is None:
+                self.kv[layer, which, positions] = rows
+                continue
+            codes, scales = quantize_kv_rows(rows, self.design.kv_heads)
+            self.kv_codes[layer, which, positions], self.kv_scales[layer, which, positions] = codes, scales
+            self.kv[layer, which, positions] = dequantize_kv_rows(codes, scales)
+
+    def kv_bytes(self, layer: int) -> np.ndarray:
+        """Layer `layer`'s KV buffer as the device holds it (ek_kvcache.h)."""
+        if self.kv_codes is None:
+            return kv_layer_bytes(self.kv[layer], None, None)
+        return kv_layer_bytes(self.kv[layer], self.kv_codes[layer], self.kv_scales[layer])
 
     def ffn_block(self, h: np.ndarray, layer: int) -> np.ndarray:
         d = self.design

@@ -113,7 +113,7 @@ def device_bytes(design: Design) -> int:
 
     words = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
     params = design.param_offsets()["layer"] * 4
-    kv = 2 * design.max_seq * design.kv_dim * 4
+    kv = design.kv_layer_bytes
     head = 8 * design.head_words + 4 * (design.dim + design.head_rows)
     head_out = HEAD_LOGIT_ROWS * (8 * design.hls.top_k + 4 * design.vocab)
     return (design.layers * (8 * words + params + kv) + design.max_seq * (design.head_dim + design.dim) * 4

@@ -25,8 +25,8 @@ from edgekit.fpga.flow import render_bd_tcl, render_makefile
 from edgekit.hls import ip
 from edgekit.hls.design import Design, HlsConfig, design_for
 from edgekit.hls.model_data import DeviceData, extract_device_data
-from edgekit.hls.reference import (HlsReference, attend, bitlinear_norm, exp_approx, lm_head_logits, quantize_absmax,
-                                   top_k)
+from edgekit.hls.reference import (HlsReference, attend, bitlinear_norm, dequantize_kv_rows, exp_approx,
+                                   kv_layer_bytes, lm_head_logits, quantize_absmax, quantize_kv_rows, top_k)
 from edgekit.hls.resources import check_fits
 from edgekit.hls.tcl import render_hls_tcl
 from edgekit.model.model import Model
@@ -54,6 +54,7 @@ struct EkConfig {{
     static constexpr int kHeads = {d.heads}, kKvHeads = {d.kv_heads}, kHeadDim = {d.head_dim}, kMaxSeq = {d.max_seq};
     static constexpr int kGroup = {h.group}, kLanes = {h.lanes}, kTileTokens = {h.tile_tokens}, kKeyBlock = {h.key_block};
     static constexpr bool kHalfTable = {b(h.half_table)};
+    static constexpr int kKvBits = {h.kv_bits};  // KV cache in DDR: 32 float32, 8 int8 + a scale per token and kv head
     static constexpr int kVocab = {d.vocab}, kHeadBits = {h.head_bits}, kHeadGroup = {h.head_group}, kHeadLanes = {h.head_lanes}, kTopK = {h.top_k};
     static constexpr bool kLinearInputNorm = {b(d.linear_input_norm)}, kSubNorms = {b(d.sub_norms)}, kRelu2 = {b(d.relu2)};
     static constexpr float kNormEps = {float_hex(d.norm_eps)};        // {d.norm_eps}
@@ -104,12 +105,17 @@ def golden_attention(folder: Path, design: Design, rng: np.random.Generator) -> 
     n = min(design.hls.tile_tokens, design.max_seq)
     p0 = min(design.max_seq - n, design.hls.key_block + 1)
     kv = rng.normal(0, 1, (2, design.max_seq, design.kv_dim)).astype(np.float32)
+    codes = scales = None
+    if design.hls.kv_bits == 8:                                          # the cache as int8 rows, read back
+        pairs = [quantize_kv_rows(plane, design.kv_heads) for plane in kv]
+        codes, scales = np.stack([c for c, _ in pairs]), np.stack([s for _, s in pairs])
+        kv = np.stack([dequantize_kv_rows(c, s) for c, s in pairs])
     q = rng.normal(0, 2, (n, design.q_dim)).astype(np.float32)
     out = attend(q.reshape(n, design.heads, design.head_dim), kv[0].reshape(design.max_seq, design.kv_heads, -1),
                  kv[1].reshape(design.max_seq, design.kv_heads, -1), np.arange(p0, p0 + n),
                  design.heads // design.kv_heads, design.inv_sqrt_head_dim)
     write_bytes(folder, "golden/attn_q.bin", q)
-    write_bytes(folder, "golden/attn_kv.bin", kv)
+    write_bytes(folder, "golden/attn_kv.bin", kv_layer_bytes(kv, codes, scales))
     write_bytes(folder, "golden/attn_out.bin", out.reshape(n, -1))
     return {"attn_tokens": n, "attn_start": p0}
 
@@ -144,7 +150,7 @@ def golden_top(folder: Path, model: Model, design: Design, data: DeviceData) -> 
     write_bytes(folder, "golden/prompt_h.bin", h0)
     ref = HlsReference(design, data.trits, data.params, data.rope)
     write_bytes(folder, "golden/layer0_h.bin", ref.run(h0, 0, 0, 1))
-    write_bytes(folder, "golden/layer0_kv.bin", ref.kv[0])
+    write_bytes(folder, "golden/layer0_kv.bin", ref.kv_bytes(0))
     ref = HlsReference(design, data.trits, data.params, data.rope)
     prefill = ref.run(h0, 0)
     write_bytes(folder, "golden/model_prefill_h.bin", prefill)
@@ -185,7 +191,7 @@ Buffers (little endian): `data/weights.bin` uint64 TLMM words, layer after layer
 `data/head.bin` uint64 LM-head words ({design.hls.head_bits}-bit codes, a uint8 sub-scale per {design.hls.head_group} weights),
 `data/head_params.bin` float32 final-norm weight [dim] then row scales. Per headed token the device writes
 `top_ids` int32 / `top_logits` float32 [{design.hls.top_k}], and the logits row [vocab] when `write_logits` is set.
-The KV cache is float32 [layers, 2, max_seq, kv_heads * head_dim]; hidden states float32 [tokens, dim].
+{kv_text(design)}; hidden states float32 [tokens, dim].
 
 ## AXI-lite registers (`control`)
 
@@ -193,6 +199,13 @@ The KV cache is float32 [layers, 2, max_seq, kv_heads * head_dim]; hidden states
 |---|---|---|
 {regs}
 """
+
+
+def kv_text(design: Design) -> str:
+    if design.hls.kv_bits == 32:
+        return "The KV cache is float32 [layers, 2, max_seq, kv_heads * head_dim]"
+    return ("The KV cache is int8 (`include/ek_kvcache.h`): per layer bytes [K codes | V codes] int8 "
+            "[max_seq, kv_heads * head_dim], then [K scales | V scales] float32 [max_seq, kv_heads]")
 
 
 def file_digests(folder: Path) -> dict[str, str]:

@@ -33,7 +33,9 @@ struct Layout {
     // Per-layer float parameters: 7 weight scales (+1 pad), attn_norm, ffn_norm, attn/ffn sub-norms.
     static constexpr int kAttnNorm = 8, kFfnNorm = kAttnNorm + kD, kAttnSubNorm = kFfnNorm + kD;
     static constexpr int kFfnSubNorm = kAttnSubNorm + kQDim, kLayerParams = kFfnSubNorm + kH;
-    static constexpr long kKvPlane = (long)C::kMaxSeq * kKvDim, kKvLayer = 2 * kKvPlane;
+    typedef KvCache<C::kKvHeads, C::kHeadDim, C::kMaxSeq, C::kKvBits> Kv;   // float32 or int8 (ek_kvcache.h)
+    typedef typename Kv::word_t kv_t;
+    static constexpr long kKvLayer = Kv::kLayer;                           // kv_t elements per layer
     static constexpr int kMaxGroups = ceil_div(max3(kD, kQDim, kH), C::kGroup);
 };
 
@@ -90,15 +92,16 @@ struct Engine {
             for (int h = 0; h < HEADS; ++h) apply_rope<L::kHd>(&x[t][h * L::kHd], rope + (long)(p0 + t) * L::kHd);
     }
 
-    static void store_kv(const float k[TT][L::kKvDim], const float v[TT][L::kKvDim], float* kv, int n_tok, int p0) {
-        for (int t = 0; t < n_tok; ++t)
-            for (int i = 0; i < L::kKvDim; ++i) {
-                kv[(long)(p0 + t) * L::kKvDim + i] = k[t][i];
-                kv[L::kKvPlane + (long)(p0 + t) * L::kKvDim + i] = v[t][i];
-            }
+    typedef typename L::kv_t kv_t;
+
+    static void store_kv(const float k[TT][L::kKvDim], const float v[TT][L::kKvDim], kv_t* kv, int n_tok, int p0) {
+        for (int t = 0; t < n_tok; ++t) {
+            L::Kv::store_row(kv, 0, p0 + t, k[t]);
+            L::Kv::store_row(kv, 1, p0 + t, v[t]);
+        }
     }
 
-    static void attention_block(const word_t* w, const float* p, const float* rope, float* kv, float h[TT][L::kD],
+    static void attention_block(const word_t* w, const float* p, const float* rope, kv_t* kv, float h[TT][L::kD],
                                 int n_tok, int p0) {
         static float x[TT][L::kD], q[TT][L::kQDim], k[TT][L::kKvDim], v[TT][L::kKvDim];
         static float o[TT][L::kQDim], on[TT][L::kQDim], y[TT][L::kD];
@@ -114,8 +117,8 @@ struct Engine {
         rope_rows<C::kHeads>(q, rope, n_tok, p0);
         rope_rows<C::kKvHeads>(k, rope, n_tok, p0);
         store_kv(k, v, kv, n_tok, p0);
-        attend_tile<C::kHeads, C::kKvHeads, L::kHd, TT, C::kMaxSeq, C::kKeyBlock>(
-            q, n_tok, p0, kv, kv + L::kKvPlane, C::kInvSqrtHeadDim, o);
+        attend_tile<typename L::Kv, C::kHeads, C::kKvHeads, L::kHd, TT, C::kMaxSeq, C::kKeyBlock>(
+            q, n_tok, p0, kv, C::kInvSqrtHeadDim, o);
         if (C::kSubNorms) norm_rows<L::kQDim>(o, p + L::kAttnSubNorm, n_tok, on);
         prepare_input<L::kQDim>(C::kSubNorms ? on : o, n_tok, a_scale, tables);
         bitlinear<L::kD, L::kQDim>(w + L::kWo, tables, n_tok, a_scale, p[3], y);
@@ -142,7 +145,7 @@ struct Engine {
     }
 
     // One layer on tokens at positions p0 .. p0 + n_tok - 1 (n_tok <= TT); h is updated in place.
-    static void run_layer_tile(const word_t* w, const float* p, const float* rope, float* kv, float h[TT][L::kD],
+    static void run_layer_tile(const word_t* w, const float* p, const float* rope, kv_t* kv, float h[TT][L::kD],
                                int n_tok, int p0) {
         attention_block(w, p, rope, kv, h, n_tok, p0);
         ffn_block(w, p, h, n_tok);

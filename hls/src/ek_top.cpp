@@ -21,7 +21,7 @@ typedef ek::Head<EkConfig> HeadEngine;
 #define EK_EXPORT
 #endif
 
-extern "C" EK_EXPORT void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
+extern "C" EK_EXPORT void ek_top(const ek::word_t* weights, const float* params, const float* rope, Lay::kv_t* kv, float* hbuf,
                                  const ek::word_t* head, const float* head_params, int* top_ids, float* top_logits,
                                  float* logits, int n_tokens, int start_pos, int layer_begin, int layer_end,
                                  int head_rows, int write_logits) {

@@ -11,14 +11,16 @@
 #include "ek_layer.h"
 #include "ek_lmhead.h"
 
-extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, float* kv, float* hbuf,
+using ek::EkConfig;
+typedef ek::Layout<EkConfig> Lay;
+typedef ek::Engine<EkConfig> Eng;
+typedef Lay::kv_t kv_t;   // float, or signed char for the int8 cache (ek_kvcache.h)
+
+extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, kv_t* kv, float* hbuf,
                        const ek::word_t* head, const float* head_params, int* top_ids, float* top_logits,
                        float* logits, int n_tokens, int start_pos, int layer_begin, int layer_end, int head_rows,
                        int write_logits);
 
-using ek::EkConfig;
-typedef ek::Layout<EkConfig> Lay;
-typedef ek::Engine<EkConfig> Eng;
 static const int TT = EkConfig::kTileTokens, K = EkConfig::kTopK, V = EkConfig::kVocab;
 
 static std::vector<ek::word_t> read_words(const std::string& path);
@@ -112,14 +114,15 @@ static void test_tlmm(const std::vector<ek::word_t>& weights) {
 }
 
 static void test_attention(const std::map<std::string, int>& meta) {
-    std::vector<float> q = read_file<float>("golden/attn_q.bin"), kv = read_file<float>("golden/attn_kv.bin");
+    std::vector<float> q = read_file<float>("golden/attn_q.bin");
+    std::vector<kv_t> kv = read_file<kv_t>("golden/attn_kv.bin");
     std::vector<float> want = read_file<float>("golden/attn_out.bin");
     const int n = meta.at("attn_tokens"), p0 = meta.at("attn_start");
     static float qt[TT][Lay::kQDim], out[TT][Lay::kQDim];
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < Lay::kQDim; ++i) qt[t][i] = q[t * Lay::kQDim + i];
-    ek::attend_tile<EkConfig::kHeads, EkConfig::kKvHeads, Lay::kHd, TT, EkConfig::kMaxSeq, EkConfig::kKeyBlock>(
-        qt, n, p0, kv.data(), kv.data() + Lay::kKvPlane, EkConfig::kInvSqrtHeadDim, out);
+    ek::attend_tile<Lay::Kv, EkConfig::kHeads, EkConfig::kKvHeads, Lay::kHd, TT, EkConfig::kMaxSeq, EkConfig::kKeyBlock>(
+        qt, n, p0, kv.data(), EkConfig::kInvSqrtHeadDim, out);
     std::vector<float> got(n * Lay::kQDim);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < Lay::kQDim; ++i) got[t * Lay::kQDim + i] = out[t][i];
@@ -155,16 +158,17 @@ static void test_top(const std::vector<ek::word_t>& weights, const std::vector<e
     std::vector<float> params = read_file<float>("data/params.bin"), rope = read_file<float>("data/rope.bin");
     std::vector<float> h0 = read_file<float>("golden/prompt_h.bin");
     const int n = meta.at("prompt_tokens");
-    std::vector<float> kv((size_t)EkConfig::kLayers * Lay::kKvLayer, 0.0f), h = h0;
+    std::vector<kv_t> kv((size_t)EkConfig::kLayers * Lay::kKvLayer, 0);
+    std::vector<float> h = h0;
     HeadOut none(1), prompt(n), step(1);
     ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
            none.ids.data(), none.top.data(), none.logits.data(), n, 0, 0, 1, 0, 0);
     std::vector<float> want = read_file<float>("golden/layer0_h.bin");
     check("layer0_prefill", h.data(), want.data(), (long)h.size());
-    std::vector<float> want_kv = read_file<float>("golden/layer0_kv.bin");
+    std::vector<kv_t> want_kv = read_file<kv_t>("golden/layer0_kv.bin");
     check("layer0_kv", kv.data(), want_kv.data(), (long)want_kv.size());
 
-    std::fill(kv.begin(), kv.end(), 0.0f);
+    std::fill(kv.begin(), kv.end(), (kv_t)0);
     h = h0;
     ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
            prompt.ids.data(), prompt.top.data(), prompt.logits.data(), n, 0, 0, EkConfig::kLayers, n, 1);

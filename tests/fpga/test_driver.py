@@ -145,8 +145,32 @@ def test_head_rows_beyond_the_logits_buffer_are_refused(csim_setup):
 
 
 @pytest.mark.slow
+def test_the_int8_kv_cache_runs_through_the_driver_bit_exactly(models):
+    """kv_bits 8 (ek_kvcache.h): hidden states and the device's KV bytes (codes + scales) equal the twin's."""
+    model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
+    design = design_for(model.config, HlsConfig(max_seq=40, tile_tokens=4, kv_bits=8))
+    data = extract_device_data(model, design)
+    allocator = HostAllocator()
+    device = CsimDevice(build_shared_library(project_for(model, design, data, load_board("kv260"))), allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator, lm_head="f32")
+    ref = HlsReference(design, data.trits, data.params, data.rope)
+    prompt = model.tokenizer.encode("Once upon a time, there was")
+    np.testing.assert_array_equal(session.run(prompt), ref.run(session.forward.rows("tok_embeddings",
+                                                                                   np.asarray(prompt)), 0))
+    want = ref.run(session.forward.rows("tok_embeddings", np.asarray([42])), len(prompt))
+    np.testing.assert_array_equal(session.run([42]), want)
+    kv = session.buffers["kv"]
+    kv.sync_from_device()
+    assert kv.dtype == np.int8 and kv.nbytes == design.layers * design.max_seq * (2 * design.kv_dim + 8 * design.kv_heads)
+    layers = np.asarray(kv).view(np.uint8).reshape(design.layers, -1)
+    for layer in range(design.layers):
+        np.testing.assert_array_equal(layers[layer], ref.kv_bytes(layer))
+
+
+@pytest.mark.slow
 def test_fpga_backend_generates_the_reference_text(models, monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEKIT_FPGA_DEVICE", "csim")
+    monkeypatch.setenv("EDGEKIT_FPGA_KV_BITS", "32")              # float32 KV: the reference's cache
     monkeypatch.setenv("EDGEKIT_FPGA_LM_HEAD", "f32")             # the host's float head: the reference's logits
     model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
     prompt = model.tokenizer.encode("Once upon a time")

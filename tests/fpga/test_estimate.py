@@ -119,6 +119,12 @@ def test_decode_traffic_grows_with_the_kv_cache():
     # float32 K and V of 5 kv heads x 128 over 30 layers: 153,600 bytes more per extra cached token
     per_token = (rows[-1]["ddr_bytes"] - rows[0]["ddr_bytes"]) / (rows[-1]["context"] - rows[0]["context"])
     assert per_token == 2 * 640 * 4 * 30
+    int8 = design_for(PRESETS["bitnet-b1.58-2b4t"](), HlsConfig(lanes=64, max_seq=2048, kv_bits=8))
+    rows8 = estimate_design(int8, load_board("kv260")).decode
+    # int8 codes of K and V plus a float32 scale per kv head for each: 2 x (640 + 5 x 4) bytes a layer
+    per_token = (rows8[-1]["ddr_bytes"] - rows8[0]["ddr_bytes"]) / (rows8[-1]["context"] - rows8[0]["context"])
+    assert per_token == 2 * (640 + 5 * 4) * 30
+    assert rows8[0]["ddr_bytes"] - weight_bytes(int8) < rows[0]["ddr_bytes"] - weight_bytes(design)
 
 
 def test_a_model_bigger_than_the_board_ddr_is_refused():
