@@ -9,6 +9,7 @@ real decode. Compare the GB/s column with the streaming read bandwidth printed f
     python scripts/kernel_bench.py --formats ek_t2 --isas avx2 avx512 --layouts native lut3 --repeat 3
 
     python scripts/kernel_bench.py --ceiling --tokens 1 64   # compute ceilings of every kernel and layout
+    python scripts/kernel_bench.py --ceiling --isas avx2 avx512 --formats ek_i3 ek_i2 --tokens 1 64
 
 GB/s counts the bytes a call reads (kernel_nbytes: the repacked size when the layout is not native); %bw is
 that against ek_read_bandwidth at the same thread count; "Gw/s" is weights per second (comparable across
@@ -36,6 +37,7 @@ BITNET_SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]  # (out,
 LM_HEAD = (128256, 2560)
 GROUP = {"ek_t2": PER_TENSOR, "ek_t1": PER_TENSOR, "ek_i8": PER_CHANNEL, "f16": PER_TENSOR}
 WORKING_SET = 300 << 20
+DEFAULT_FORMATS = ["ek_t2", "ek_t1", "ek_i4", "ek_i2", "ek_u4", "ek_i8"]
 
 
 def make_tensor(fmt_name: str, rows: int, cols: int, rng: np.random.Generator) -> QuantizedTensor:
@@ -72,8 +74,12 @@ def copies(tensor: QuantizedTensor, act_quant: str, layout: str) -> list:
     return out
 
 
+BITPLANE_FORMATS = ("ek_i2", "ek_i3", "ek_i4", "ek_u2", "ek_u3", "ek_u4")
+
+
 def applies(fmt: str, layout: str) -> bool:
-    return layout in ("auto", "native") or (layout == "lut3" and get_format(fmt).kind == "ternary")
+    return (layout in ("auto", "native") or (layout == "lut3" and get_format(fmt).kind == "ternary")
+            or (layout == "bitplane" and fmt in BITPLANE_FORMATS))
 
 
 def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float, float]:
@@ -97,10 +103,12 @@ def measure(layers: list, tokens: int, seconds: float) -> tuple[float, float, fl
 
 CEILING_CASES = [("ek_t2", PER_TENSOR, "native"), ("ek_t2", PER_TENSOR, "lut3"), ("ek_t1", PER_TENSOR, "native"),
                  ("ek_t1", PER_TENSOR, "lut3"), ("ek_i4", 32, "native"), ("ek_i4", PER_CHANNEL, "native"),
-                 ("ek_i8", PER_CHANNEL, "native")]
+                 ("ek_i4", 32, "bitplane"), ("ek_i2", 32, "native"), ("ek_i2", 32, "bitplane"),
+                 ("ek_i3", 32, "native"), ("ek_i3", 32, "bitplane"), ("ek_u4", 32, "native"),
+                 ("ek_u4", 32, "bitplane"), ("ek_i8", PER_CHANNEL, "native")]
 
 
-def compute_ceilings(tokens_list: list[int], rounds: int = 15) -> None:
+def compute_ceilings(tokens_list: list[int], rounds: int = 15, formats: list[str] | None = None) -> None:
     """Kernels on one L2-resident 640 x 2560 layer, 1 thread, CPU time, rounds interleaved across the cases
     (so a busy moment on the shared cores hits every case alike), best round printed: the speed a kernel
     reaches when memory is not the limit. The numbers behind the layout choice in src/lut.c."""
@@ -108,6 +116,8 @@ def compute_ceilings(tokens_list: list[int], rounds: int = 15) -> None:
     rng = np.random.default_rng(0)
     cases = []
     for fmt, group, layout in CEILING_CASES:
+        if formats and fmt not in formats:
+            continue
         old = GROUP.get(fmt)
         GROUP[fmt] = group
         cases.append((fmt, group, kernels.prepare_linear(make_tensor(fmt, 640, 2560, rng), "int8_absmax", layout)))
@@ -133,11 +143,14 @@ def compute_ceilings(tokens_list: list[int], rounds: int = 15) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--formats", nargs="+", default=["ek_t2", "ek_t1", "ek_i4", "ek_i2", "ek_u4", "ek_i8"])
+    parser.add_argument("--formats", nargs="+", default=None,
+                        help=f"formats to time (default {' '.join(DEFAULT_FORMATS)}; with --ceiling: filters its "
+                             "cases, default all of them)")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--tokens", nargs="+", type=int, default=[1])
     parser.add_argument("--isas", nargs="+", default=["auto"], help="kernel ISAs to compare (default: auto)")
-    parser.add_argument("--layouts", nargs="+", default=["auto"], help="auto, native, lut3")
+    parser.add_argument("--layouts", nargs="+", default=["auto"], help="auto, native, lut3, bitplane")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of --ceiling")
     parser.add_argument("--shapes", nargs="+", type=int, default=None,
                         help="indices into the BitNet shapes (default: all four)")
     parser.add_argument("--seconds", type=float, default=0.4)
@@ -156,7 +169,7 @@ def main() -> None:
         for isa in args.isas:
             kernels.set_isa(isa)
             print(f"isa {isa}:")
-            compute_ceilings(args.tokens)
+            compute_ceilings(args.tokens, args.rounds, args.formats)
         kernels.set_isa("auto")
         return
     print(f"kernels: compiled={info['compiled']} isa={info['isa']} available={info['available_isas']} "
@@ -169,7 +182,7 @@ def main() -> None:
     print(f"{'format':7} {'shape':>13} {'T':>4} {'thr':>3} {'layout':6} {'kernel':22} {'GB/s':>6} {'%bw':>5} "
           f"{'Gw/s':>6} {'ms/call':>8} {'cpuGw/s':>7}")
     chosen = BITNET_SHAPES if args.shapes is None else [BITNET_SHAPES[i] for i in args.shapes]
-    shapes = [(f, s) for f in args.formats for s in chosen]
+    shapes = [(f, s) for f in args.formats or DEFAULT_FORMATS for s in chosen]
     if args.lm_head:
         shapes.append(("ek_i8", LM_HEAD))
     for fmt, (rows, cols) in shapes:
