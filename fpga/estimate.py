@@ -209,8 +209,8 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
     return rows
 
 
-SEARCH_GRID = {"group": (3, 4), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8), "attn_macs": (16, 64),
-               "head_lanes": (4, 8, 16)}
+SEARCH_GRID = {"group": (3, 4, 5), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8),
+               "attn_macs": (16, 64, 128), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3")}
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,

@@ -14,6 +14,7 @@ from edgekit.hls.packing import MATRICES, TritCode, ceil_div, matrix_words
 from edgekit.model.config import ModelConfig
 
 HEAD_BITS = (8, 4, 2)
+TRIT_PACKS = ("code", "base3")   # DDR words of [sign | index] codes, or of 5-trit base-3 bytes (1.6 bits a trit)
 KV_BITS = (32, 8)         # float32 KV cache, or int8 with one float32 scale per (token, kv head): ek_kvcache.h
 
 
@@ -28,6 +29,10 @@ class HlsConfig:
     sub-scale per `head_group` weights of a row and a float32 scale per row; `head_lanes` rows a cycle,
     each lane one 64-bit word (64 / head_bits MACs) a cycle; `top_k` (index, logit) pairs per token
     return to the host (fused argmax / top-k).
+
+    `trit_pack`: how ternary words sit in DDR: "code" (per_word codes of the group's bits) or "base3" (5 trits
+    a byte, 1.6 bits a trit as TQ1_0; ek_tlmm.h decodes each word into the same group codes as it loads a
+    row block, so the tables and lookups stay those of G: G=3 keeps 14-entry tables at 418 MB for 2B4T).
 
     `kv_bits`: the DDR KV cache in float32 (32) or int8 with a float32 scale per (token, kv head) (8), the
     native engine's int8 KV numerics (ek_kvcache.h)."""
@@ -44,6 +49,7 @@ class HlsConfig:
     head_lanes: int = 8
     top_k: int = 8
     kv_bits: int = 32
+    trit_pack: str = "code"
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -61,6 +67,9 @@ class HlsConfig:
             raise ConfigError(f"HlsConfig.head_group {self.head_group} must be a multiple of "
                               f"{64 // self.head_bits} (the {self.head_bits}-bit codes in one 64-bit word)",
                               fix="pass --head-group 64 or 128")
+        if self.trit_pack not in TRIT_PACKS:
+            raise ConfigError(f"HlsConfig.trit_pack must be one of {TRIT_PACKS}, got {self.trit_pack!r}",
+                              fix="pass --trit-pack code or base3")
         if self.kv_bits not in KV_BITS:
             raise ConfigError(f"HlsConfig.kv_bits must be one of {KV_BITS}, got {self.kv_bits!r}",
                               fix="pass --kv-bits 32 or 8")
@@ -100,7 +109,7 @@ class Design:
 
     @property
     def code(self) -> TritCode:
-        return TritCode(self.hls.group, self.hls.half_table)
+        return TritCode(self.hls.group, self.hls.half_table, self.hls.trit_pack == "base3")
 
     @property
     def q_dim(self) -> int:

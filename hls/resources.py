@@ -40,7 +40,7 @@ def buffer_bits(design: Design) -> dict[str, int]:
     d, tt = design, design.hls.tile_tokens
     wpr = max(ceil_div(ceil_div(n, d.hls.group), d.code.per_word) for n in (d.dim, d.q_dim, d.hidden))
     floats = 4 * d.dim + 3 * d.q_dim + 2 * d.kv_dim + 4 * d.hidden        # ek_layer.h's float rows
-    return {"weight_tiles": 2 * wpr * d.hls.lanes * 64,
+    return {"weight_tiles": 2 * wpr * d.hls.lanes * d.code.tile_bits,      # decoded words (ek_tlmm.h tile_t)
             "activations": tt * 32 * floats,
             "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
             "accumulator_fifo": d.hls.lanes * tt * 32,
@@ -82,6 +82,20 @@ def head_units(design: Design) -> tuple[int, int, int]:
     return luts, ffs, dsps
 
 
+BASE3_ROM_LUTS = 5                  # one output bit of a 243-entry byte -> digits ROM: 4 LUT6 + a mux
+
+
+def base3_decoders(design: Design, board: Board) -> tuple[int, int]:
+    """(LUTs, FFs) of the base-3 word decoders on the ternary load path (trit_pack "base3"): enough decoders,
+    one 64-bit word a cycle each, to keep pace with the board's DDR peak; each turns 8 bytes into 40 digits
+    (8 ROMs of 10 bits) and the digits into per_word codes (a small map per code)."""
+    if not design.code.base3:
+        return 0, 0
+    decoders = ceil_div(int(board.ddr_bandwidth_gbs * 1e9), int(board.fabric_clock_mhz * 1e6) * 8)
+    per = 8 * 10 * BASE3_ROM_LUTS + design.code.per_word * design.code.bits * 2
+    return decoders * per, decoders * 2 * design.code.tile_bits
+
+
 def estimate_resources(design: Design, board: Board) -> ResourceUse:
     bram, table_luts = table_memory(design)
     uram = 0
@@ -96,6 +110,8 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
     dsps = (FLOAT_MULS + design.hls.attn_macs) * DSP_PER_FMUL + (FLOAT_ADDS + design.hls.attn_macs) * DSP_PER_FADD
     head_luts, head_ffs, head_dsps = head_units(design)
+    decoder_luts, decoder_ffs = base3_decoders(design, board)
+    luts, ffs = luts + decoder_luts, ffs + decoder_ffs
     return ResourceUse(luts=int(luts + head_luts), flip_flops=int(ffs + head_ffs), dsps=dsps + head_dsps,
                        bram_36k=bram, uram=uram)
 

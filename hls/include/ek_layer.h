@@ -17,7 +17,7 @@ constexpr int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > 
 // (bitllama2.c's order), each in the TLMM layout (ek_tlmm.h); hls/packing.py computes the same offsets.
 template <class C>
 struct Layout {
-    typedef TritCode<C::kGroup, C::kHalfTable> Code;
+    typedef TritCode<C::kGroup, C::kHalfTable, C::kBase3> Code;
     static constexpr int kD = C::kDim, kH = C::kHidden, kHd = C::kHeadDim;
     static constexpr int kQDim = C::kHeads * C::kHeadDim, kKvDim = C::kKvHeads * C::kHeadDim;
     template <int OUT, int IN>
@@ -59,7 +59,7 @@ struct Engine {
                           float w_scale, float y[TT][OUT]) {
 #pragma HLS DATAFLOW
         stream<acc_t, C::kLanes * TT> accs;   // TLMM -> dequantization, no [TT][OUT] accumulator buffer
-        tlmm_stream<G, HALF, C::kLanes, TT, OUT, IN, L::kMaxGroups>(w, tables, n_tok, accs);
+        tlmm_stream<G, HALF, C::kBase3, C::kLanes, TT, OUT, IN, L::kMaxGroups>(w, tables, n_tok, accs);
         dequantize_stream<OUT, TT>(accs, n_tok, a_scale, w_scale, y);
     }
 

@@ -4,7 +4,11 @@
 // sum_j (t_j + 1) 3^j in [0, 3^G). With HALF tables (mirror consolidation) a group and its negation share
 // one entry: indices above the all-zero group Z = (3^G - 1) / 2 are stored as sign 1 and 3^G - 1 - index,
 // so the table has Z + 1 = (3^G + 1) / 2 entries. A code is [sign | index], kBits wide, packed LSB-first
-// into 64-bit words, kPerWord codes a word (hls/packing.py writes the same layout).
+// into 64-bit words, kPerWord codes a word (hls/packing.py writes the same layout). With BASE3 the DDR word
+// is instead 8 bytes of 5 base-3 digits (digit = trit + 1, byte = sum_k d_k 3^k: 1.6 bits a trit, TQ1_0's
+// density), 40 / G groups a word in row order; load_row_block decodes each word into those groups' codes
+// as it copies a row block on chip (one decoder on the load path, not one per lane), so the on-chip tile
+// holds kTileBits = kPerWord x kBits wide words (G=3: 13 codes, 65 bits, within URAM's 72-bit width).
 //
 // Online, for each token and group the engine builds table[k] = sum_j (digit_j(k) - 1) a_j from the int8
 // activations, then LANES rows look their codes up in parallel and accumulate in int32. The same engine
@@ -22,17 +26,48 @@
 
 namespace ek {
 
-template <int G, bool HALF>
+template <int G, bool HALF, bool BASE3 = false>
 struct TritCode {
     static constexpr int kGroupSize = G;
+    static constexpr bool kBase3 = BASE3;
     static constexpr int kStates = pow3(G);
     static constexpr int kZero = (kStates - 1) / 2;  // index of the all-zero group
     static constexpr int kEntries = HALF ? kZero + 1 : kStates;
     static constexpr int kIndexBits = bits_for(kEntries - 1);
     static constexpr int kBits = kIndexBits + (HALF ? 1 : 0);
-    static constexpr int kPerWord = 64 / kBits;
+    static constexpr int kPerWord = BASE3 ? 40 / G : 64 / kBits;
+    static constexpr int kTileBits = kPerWord * kBits;
     static constexpr unsigned kIndexMask = (1u << kIndexBits) - 1u;
+    typedef ap_uint<kTileBits> tile_t;   // one decoded word on chip
 };
+
+// A DDR word as on-chip codes: the same bits, or (BASE3) 8 base-3 bytes -> 40 digits -> 40 / G group codes.
+// In hardware each byte's digits come from a 243-entry ROM; C simulation divides.
+template <class CODE>
+typename CODE::tile_t decode_word(word_t w) {
+    typedef typename CODE::tile_t tile_t;
+    if (!CODE::kBase3) return tile_t(w);
+    int digits[40];
+    for (int b = 0; b < 8; ++b) {
+#pragma HLS UNROLL
+        int v = (int)((w >> (8 * b)) & 0xFF).to_uint();
+        for (int k = 0; k < 5; ++k) {
+            digits[5 * b + k] = v % 3;
+            v /= 3;
+        }
+    }
+    tile_t out = 0;
+    for (int s = 0; s < CODE::kPerWord; ++s) {
+#pragma HLS UNROLL
+        int index = 0;
+        for (int j = CODE::kGroupSize - 1; j >= 0; --j) index = 3 * index + digits[s * CODE::kGroupSize + j];
+        unsigned code = (unsigned)index;
+        if (CODE::kEntries < CODE::kStates && index > CODE::kZero)   // half tables: sign + mirrored index
+            code = (1u << CODE::kIndexBits) | (unsigned)(CODE::kStates - 1 - index);
+        out |= tile_t(code) << (s * CODE::kBits);
+    }
+    return out;
+}
 
 // Shape of one packed matrix in words.
 template <class CODE, int LANES, int OUT, int IN>
@@ -83,7 +118,7 @@ inline int lookup_code(const entry_t* table, unsigned code) {
     return value;
 }
 
-// Copy one row block (LANES rows x words-per-row) from DDR into an on-chip tile.
+// Copy one row block (LANES rows x words-per-row) from DDR into an on-chip tile (the LM head's words).
 template <int WPR, int LANES>
 void load_row_block(const word_t* w, int rb, word_t tile[WPR * LANES]) {
     for (int i = 0; i < WPR * LANES; ++i) {
@@ -92,22 +127,32 @@ void load_row_block(const word_t* w, int rb, word_t tile[WPR * LANES]) {
     }
 }
 
+// The same for ternary words, decoding each into on-chip codes (decode_word).
+template <class CODE, int WPR, int LANES>
+void load_code_block(const word_t* w, int rb, typename CODE::tile_t tile[WPR * LANES]) {
+    for (int i = 0; i < WPR * LANES; ++i) {
+#pragma HLS PIPELINE II = 1
+        tile[i] = decode_word<CODE>(w[(long)rb * WPR * LANES + i]);
+    }
+}
+
 // sum_i W[row][i] x[t][i] through the tables, streamed out row by row (tokens inner) so dequantization
 // consumes it as it comes (the fused chain). The next row block loads while this one computes (ping-pong
 // tiles; HLS overlaps them, C simulation runs them in turn with the same result).
-template <int G, bool HALF, int LANES, int TT, int OUT, int IN, int MAXG>
+template <int G, bool HALF, bool BASE3, int LANES, int TT, int OUT, int IN, int MAXG>
 void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
                  stream<acc_t, LANES * TT>& out) {
-    typedef TritCode<G, HALF> C;
+    typedef TritCode<G, HALF, BASE3> C;
+    typedef typename C::tile_t tile_t;
     constexpr int kGroups = ceil_div(IN, G);
     constexpr int kWpr = ceil_div(kGroups, C::kPerWord);
     constexpr int kRowBlocks = ceil_div(OUT, LANES);
-    static word_t tiles[2][kWpr * LANES];
+    static tile_t tiles[2][kWpr * LANES];
 #pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = EK_TILE_STORAGE
-    load_row_block<kWpr, LANES>(w, 0, tiles[0]);
+    load_code_block<C, kWpr, LANES>(w, 0, tiles[0]);
     for (int rb = 0; rb < kRowBlocks; ++rb) {
-        if (rb + 1 < kRowBlocks) load_row_block<kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);
-        const word_t* tile = tiles[rb & 1];
+        if (rb + 1 < kRowBlocks) load_code_block<C, kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);
+        const tile_t* tile = tiles[rb & 1];
         int acc[TT][LANES];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
         for (int t = 0; t < TT; ++t)
@@ -118,7 +163,7 @@ void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HAL
             const int c = g / C::kPerWord, shift = (g % C::kPerWord) * C::kBits;
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
-                unsigned code = (unsigned)((tile[c * LANES + l] >> shift) & ((1u << C::kBits) - 1u));
+                unsigned code = ((tile[c * LANES + l] >> shift) & ((1u << C::kBits) - 1u)).to_uint();
                 for (int t = 0; t < TT; ++t) {  // LANES x TT lookup units; a decode uses one token of each
 #pragma HLS UNROLL
                     if (t < n_tok) acc[t][l] += lookup_code<G, HALF>(tables[t][g], code);
@@ -134,11 +179,11 @@ void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HAL
 }
 
 // The same into an array y[TT][OUT] (the testbench's view of one matrix).
-template <int G, bool HALF, int LANES, int TT, int OUT, int IN, int MAXG>
+template <int G, bool HALF, bool BASE3, int LANES, int TT, int OUT, int IN, int MAXG>
 void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
           acc_t y[TT][OUT]) {
     stream<acc_t, LANES * TT> rows;
-    tlmm_stream<G, HALF, LANES, TT, OUT, IN, MAXG>(w, tables, n_tok, rows);
+    tlmm_stream<G, HALF, BASE3, LANES, TT, OUT, IN, MAXG>(w, tables, n_tok, rows);
     for (int row = 0; row < OUT; ++row)
         for (int t = 0; t < n_tok; ++t) y[t][row] = rows.read();
 }

@@ -105,7 +105,7 @@ static void test_tlmm(const std::vector<ek::word_t>& weights) {
     for (int t = 0; t < TT; ++t)
         for (int i = 0; i < Lay::kD; ++i) x[t][i] = a[t * Lay::kD + i];
     ek::build_tables<Eng::G, Eng::HALF, TT, Lay::kD, Lay::kMaxGroups>(x, TT, tables);
-    ek::tlmm<Eng::G, Eng::HALF, EkConfig::kLanes, TT, Lay::kQDim, Lay::kD, Lay::kMaxGroups>(
+    ek::tlmm<Eng::G, Eng::HALF, EkConfig::kBase3, EkConfig::kLanes, TT, Lay::kQDim, Lay::kD, Lay::kMaxGroups>(
         weights.data() + Lay::kWq, tables, TT, y);
     std::vector<int> got(TT * Lay::kQDim);
     for (int t = 0; t < TT; ++t)
