@@ -311,8 +311,30 @@ const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, i
 }
 #endif
 
-/* Which ISAs prefer the bit-plane layout, per format: MEASURED_RULE_PLACEHOLDER */
+/* Which formats take the bit-plane layout on which ISA: measured on this Sapphire Rapids, 1 thread, best of 3
+ * (docs/bench/notes.md "LUT kernels" has the full tables and the commands).
+ *   cache-resident ceiling, 640 x 2560 g32, CPU time, Gw/s T=1 / T=64:
+ *       python scripts/kernel_bench.py --ceiling --isas avx512 avx2 --tokens 1 64 --rounds 7
+ *                 avx512 native (vnni)  avx2 native (maddubs)  bitplane (avx2 code on both)
+ *       ek_i2       48.4 /  86.1          34.8 / 56.5            36.3 / 41.2
+ *       ek_i3        1.1 /   6.2 scalar    1.0 /  6.4 scalar     29.5 / 31.0
+ *       ek_i4       44.9 /  70.2          20.7 / 45.5            22.8 / 24.8
+ *       ek_u4       42.6 /  68.7          19.7 / 45.8            16.0 / 16.8 (29.1 with the vector epilogue)
+ *   from DRAM, 6912 x 2560 g32 (> 256 MiB cycled), T=1, Gw/s:
+ *       python scripts/kernel_bench.py --formats ek_i2 ek_i3 ek_i4 ek_u4 --shapes 2 --tokens 1 --threads 1 \
+ *           --isas avx512 avx2 --layouts native bitplane --repeat 3
+ *       ek_i2 vnni 31.9, maddubs 18.0, bitplane 16.5;  ek_i3 scalar 0.9, bitplane 13.2-13.9;
+ *       ek_i4 vnni 20.7, maddubs 10.5, bitplane 11.1-11.4;  ek_u4 vnni 19.6, maddubs 11.8, bitplane 8.8.
+ * So ek_i3/ek_u3 take the bit-plane layout wherever its kernel runs (AVX2 and AVX-512: 15x the scalar path that
+ * was their only kernel from DRAM, 5x at prefill), and ek_i2/i4/u2/u4 stay native: VNNI wins everywhere on
+ * AVX-512, maddubs ties or wins on AVX2 (ek_i4 decode +8% from DRAM but -46% at prefill). */
 int ek_bitplane_preferred_layout(const ek_weight *w, int act_kind, int isa) {
-    (void)w; (void)act_kind; (void)isa;
+    if (act_kind != EK_ACT_I8 || (isa != EK_ISA_AVX2 && isa != EK_ISA_AVX512) || !bp_applies(w))
+        return EK_LAYOUT_NATIVE;
+    if (w->format != EK_FMT_I3 && w->format != EK_FMT_U3) return EK_LAYOUT_NATIVE;
+#if defined(__x86_64__) || defined(__i386__)
+    return EK_LAYOUT_BITPLANE;
+#else
     return EK_LAYOUT_NATIVE;
+#endif
 }

@@ -1,6 +1,8 @@
 /* Lookup-table (LUT) ternary kernels in the T-MAC / bitnet.cpp lineage, on EK_LAYOUT_TERNARY_LUT3
  * (ek_kernels.h describes the bytes), plus that layout's repack and its portable decoder.
  *
+ * (The AVX2 kernels of this layout are in lut_avx2.c.)
+ *
  * Idea: for one token, the 27 partial sums of every column triple, T_j[i] = (d0-1) x0 + (d1-1) x1 + (d2-1) x2
  * for i = d0 + 3 d1 + 9 d2, are built once (prepare(): one zmm of 32 int16 per triple, |T| <= 381, exact);
  * each weight triple of a row is then one 5-bit index, and vpermw looks up 32 rows' partial sums of one
@@ -287,9 +289,19 @@ const ek_kernel *ek_avx512_lut_kernel(int format, int act_kind, int layout, int6
  * Gw/s: native 26-34, lut3 32-40 (load average 10: only indicative).
  * So ek_t2 stays native (the VNNI kernel ties LUT3 on decode and is 2x faster on prefill), and ek_t1 is
  * repacked to LUT3 (decode 1.28x faster than decoding base-3 digits with byte compares; prefill 0.66x, the
- * price of a 4% larger weight: 1.67 instead of 1.6 bits). AVX2 has no vpermw: no LUT3 kernel there (native). */
+ * price of a 4% larger weight: 1.67 instead of 1.6 bits).
+ * AVX2 (no vpermw) reads LUT3 with lut_avx2.c's sign-symmetric vpshufb kernel. Measured on this machine with
+ * EDGEKIT_KERNEL=avx2 (1 thread; docs/bench/notes.md "LUT kernels"), Gw/s:
+ *                         ceiling T=1 / T=64 (640 x 2560)    DRAM T=1 (6912 x 2560)
+ *     ek_t2 native maddubs     52.6 / 82.0                      21.6
+ *     ek_t2 -> lut3 avx2       37.4 / 56.7                      29.2
+ *     ek_t1 native maddubs     28.6 / 59.4                      10.1
+ *     ek_t1 -> lut3 avx2       38.8 / 66.5                      30.2
+ * So on AVX2 both ternary formats are repacked: ek_t1 wins everywhere (3x from DRAM), ek_t2 trades a 0.69x
+ * cache-resident prefill for a 1.35x DRAM decode, which is what a real model's decode reads from. */
 int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa) {
-    if (isa != EK_ISA_AVX512 || act_kind != EK_ACT_I8 || w->format != EK_FMT_T1 || w->group != w->cols)
-        return EK_LAYOUT_NATIVE;
-    return EK_LAYOUT_TERNARY_LUT3;
+    if (act_kind != EK_ACT_I8 || w->group != w->cols) return EK_LAYOUT_NATIVE;
+    if (isa == EK_ISA_AVX512 && w->format == EK_FMT_T1) return EK_LAYOUT_TERNARY_LUT3;
+    if (isa == EK_ISA_AVX2 && is_ternary(w->format)) return EK_LAYOUT_TERNARY_LUT3;
+    return EK_LAYOUT_NATIVE;
 }
