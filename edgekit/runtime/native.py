@@ -4,6 +4,9 @@ Every linear layer (output included) runs through edgekit.kernels.prepare_linear
 attention, norms and RoPE are vectorized numpy over all heads and positions at once, with the same float
 expressions as the reference where that keeps results identical (RMSNorm, BitLinear norm, RoPE's
 rotate-half, SiLU / squared ReLU). The KV cache is f32, f16 or int8 (kv_cache.py).
+Where the kernel library has them (edgekit.kernels.ops, src/ops.c), RMSNorm, RoPE and the squared-ReLU gate run
+in C with the same float32 operations (bit-identical to the numpy steps) and decode attention (T = 1) runs in C
+(float32 sums in another order: equal to float32 rounding); `c_ops=False` keeps every step in numpy.
 
 How close it is to the reference (the oracle), by model kind:
 - ternary weights with int8 activations (bitllama2.c, BitNet A8, the built-in model): every linear is
@@ -31,7 +34,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, GenerationError
 from edgekit.formats import QuantizedTensor
-from edgekit.kernels import get_num_threads, set_num_threads
+from edgekit.kernels import get_num_threads, ops, set_num_threads
 from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
 from edgekit.model.reference import check_tokens, rope_inv_freq
@@ -93,7 +96,7 @@ class NativeBackend:
 
     def __init__(self, model: Model, context_length: int | None = None, *, kv_cache: str | None = None,
                  threads: int | None = None, fuse: bool = True, blas_threads: int | None = 1,
-                 act_passes: int | None = None):
+                 act_passes: int | None = None, c_ops: bool = True):
         c = model.config
         self.model, self.config = model, c
         set_num_threads(choose_threads(model, threads))
@@ -113,6 +116,9 @@ class NativeBackend:
         self.group = c.n_heads // c.n_kv_heads
         self.score_scale = np.float32(1.0 / np.sqrt(c.head_dim))
         self.split_qkv = (c.q_dim, c.q_dim + c.kv_dim)
+        self.c_ops = c_ops and ops.available()
+        self.decode_attention = ops.DecodeAttention(c.n_heads, c.n_kv_heads, c.head_dim, max_len, self.score_scale) \
+            if self.c_ops else None
 
     # -- the Backend interface ------------------------------------------------------------------------------
 
@@ -151,6 +157,12 @@ class NativeBackend:
 
     # -- the forward ----------------------------------------------------------------------------------------
 
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        """native_ops.rms_norm with the model's eps (in C for [T, dim] rows when available: bit-identical)."""
+        if self.c_ops and x.ndim == 2:
+            return ops.rms_norm(x, weight, self.config.norm_eps)
+        return rms_norm(x, weight, self.config.norm_eps)
+
     def _rope_tables(self, inv_freq: np.ndarray, max_len: int) -> None:
         """cos/sin [max_len, 1, hd/2] for every position, computed as apply_rope computes them (bit-identical)."""
         angles = np.arange(max_len)[:, None].astype(np.float32) * inv_freq[None, :]
@@ -179,12 +191,12 @@ class NativeBackend:
         h = self.embed(tokens)                                                # [T, dim], our own copy
         pre_norm = not c.linear_input_norm
         for index, layer in enumerate(self.layers):
-            a_in = rms_norm(h, layer.attn_norm, c.norm_eps) if pre_norm else h
+            a_in = self.rms_norm(h, layer.attn_norm) if pre_norm else h
             h += self.attention(a_in, index, layer, start)
-            f_in = rms_norm(h, layer.ffn_norm, c.norm_eps) if pre_norm else h
+            f_in = self.rms_norm(h, layer.ffn_norm) if pre_norm else h
             h += self.feed_forward(f_in, layer)
         self.cache.length = start + len(tokens)
-        return rms_norm(h, self.final_norm, c.norm_eps)
+        return self.rms_norm(h, self.final_norm)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         return self.output(np.ascontiguousarray(hidden)).copy()             # copy: decode reuses the buffer
@@ -202,11 +214,12 @@ class NativeBackend:
         if c.qk_norm:
             qk = np.concatenate([rms_norm(qk[:, :H], layer.q_norm, c.norm_eps),
                                  rms_norm(qk[:, H:], layer.k_norm, c.norm_eps)], axis=1)
-        qk = apply_rope(qk, self.cos[start:start + T], self.sin[start:start + T])
+        rope = ops.rope if self.c_ops else apply_rope
+        qk = rope(qk, self.cos[start:start + T], self.sin[start:start + T])
         self.cache.store(index, start, qk[:, H:], qkv[:, k_end:].reshape(T, KV, hd))
         out = self.attend(qk[:, :H], index, start)                           # [T, q_dim]
         if c.sub_norms:
-            out = rms_norm(out, layer.attn_sub_norm, c.norm_eps)
+            out = self.rms_norm(out, layer.attn_sub_norm)
         return layer.wo(self.linear_input(out))
 
     def attend(self, q: np.ndarray, index: int, start: int) -> np.ndarray:
@@ -219,6 +232,8 @@ class NativeBackend:
         T, S = q.shape[0], start + q.shape[0]
         keys = self.cache.keys(index, S)                                      # [kv_heads, S, hd]
         values = self.cache.values(index, S)
+        if T == 1 and self.decode_attention is not None:
+            return self.decode_attention(np.ascontiguousarray(q), keys, values)
         if T == 1:
             qg = q.reshape(KV, g, hd)                                         # decode: no transposes
         else:
@@ -237,7 +252,10 @@ class NativeBackend:
         c = self.config
         gate_up = layer.gate_up(self.linear_input(x))                         # [T, 2 hidden]
         gate, up = gate_up[:, :c.hidden_dim], gate_up[:, c.hidden_dim:]
-        hidden = silu_gate(gate, up) if c.activation == "silu" else relu2_gate(gate, up)
+        if c.activation == "silu":
+            hidden = silu_gate(gate, up)
+        else:
+            hidden = ops.relu2_gate(gate, up) if self.c_ops else relu2_gate(gate, up)
         if c.sub_norms:
-            hidden = rms_norm(hidden, layer.ffn_sub_norm, c.norm_eps)
+            hidden = self.rms_norm(hidden, layer.ffn_sub_norm)
         return layer.w2(self.linear_input(hidden))

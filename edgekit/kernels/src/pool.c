@@ -27,7 +27,10 @@
 
 #define EK_MAX_THREADS 256
 #ifndef EK_SPIN_NS
-#define EK_SPIN_NS 200000 /* 200 us: longer than the Python gap between two linear layers */
+#define EK_SPIN_NS 2000000 /* 2 ms: longer than the gap between two linear layers, attention included. At 200 us the
+                             worker slept through attention + RoPE + norms before wo on BitNet 2B4T (S ~ 200) and
+                             the wake-up made that 2560 x 2560 call 206-211 us instead of 121-134 (decode 16.9 ->
+                             17.2-17.4 tok/s, Sapphire Rapids, 2 threads, scripts/decode_profile.py) */
 #endif
 
 typedef struct {
