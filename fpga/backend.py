@@ -7,7 +7,8 @@ EDGEKIT_FPGA_BOARD picks the board file (default kv260); EDGEKIT_FPGA_LM_HEAD th
 the design's group-quantized head on the fabric, top-k per decode step; prefill returns every row's logits
 for evaluation), or the host's "f32" (the reference's logits) or "int8" (what a board's ARM cores would run).
 EDGEKIT_FPGA_HEAD_BITS sets the fabric head's weight bits (4 by default; 8 or 2); EDGEKIT_FPGA_KV_BITS the
-device KV cache (8 by default: int8 with a scale per token and kv head, ek_kvcache.h; 32: float32).
+device KV cache (8 by default: int8 with a scale per token and kv head, ek_kvcache.h; 32: float32);
+EDGEKIT_FPGA_HEAD_SCREEN the decode head's rescored rows after a 2-bit screen (0 by default: the full head).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def hls_sources_digest() -> bytes:
 
 def project_for(model: Model, design, data, board) -> Path:
     """A generated project for exactly these weights, this design and these HLS sources, reused across runs."""
-    digest = hashlib.sha256(data.weights.tobytes() + data.params.tobytes() + data.head.words.tobytes()
+    digest = hashlib.sha256(data.weights.tobytes() + data.params.tobytes() + data.head_words.tobytes()
                             + data.head_params.tobytes() + hls_sources_digest())
     digest.update(json.dumps([design.to_json(), board.name]).encode())
     project = cache_root() / "projects" / digest.hexdigest()[:24]
@@ -97,8 +98,11 @@ class FpgaBackend:
         kv_bits = os.environ.get("EDGEKIT_FPGA_KV_BITS", "8")
         if kv_bits not in ("8", "32"):
             raise ConfigError(f"EDGEKIT_FPGA_KV_BITS={kv_bits!r} is not 8 or 32")
+        screen = os.environ.get("EDGEKIT_FPGA_HEAD_SCREEN", "0")
+        if not screen.isdigit():
+            raise ConfigError(f"EDGEKIT_FPGA_HEAD_SCREEN={screen!r} is not a row count", fix="pass 0 or e.g. 64")
         self.design = design_for(model.config, HlsConfig(max_seq=max_seq, head_bits=int(head_bits),
-                                                         kv_bits=int(kv_bits)))
+                                                         kv_bits=int(kv_bits), head_screen=int(screen)))
         data = extract_device_data(model, self.design)
         driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
                              else open_pynq_driver())

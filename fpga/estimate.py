@@ -14,6 +14,8 @@ Model (first order; every constant below is an assumption, not a measurement):
 - LM head on the fabric (ek_lmhead.h, the default): ceil(vocab / head_lanes) row blocks x (code words of
   a row + pipeline depth) cycles, against streaming its group-quantized words (codes, sub-scales, row
   scales) from DDR; plus the final norm and quantization (3 x dim cycles). Only the top-k come back.
+  A screened head (head_screen C) streams the 2-bit copy the same way, then rescores C rows one code word
+  a cycle each, plus RESCORE_LATENCY cycles a row (its words are kLanes apart: no burst).
 - Host: a fixed call overhead; with `lm_head="host"` also the LM head as int8 (or int4) weights streamed
   by the ARM cores at the board's host bandwidth (the design before the head moved onto the fabric).
 """
@@ -31,6 +33,7 @@ from edgekit.model.config import ModelConfig, RopeConfig
 DDR_EFFICIENCY = 0.8
 PIPE_DEPTH = 16
 HOST_CALL_S = 100e-6
+RESCORE_LATENCY = 100              # cycles of DDR latency per rescored head row (assumed, not measured)
 
 # Published figures (arXiv 2504.16266 v1 and 2510.15926 v2 abstracts) for a KV260. The model they ran is
 # taken here to be a ~0.7B BitNet b1.58 ("bitnet-b1.58-large" below): an assumption, not checked.
@@ -121,15 +124,25 @@ class CycleModel:
         """The host's LM head: int8/int4 weights streamed by the ARM cores (lm_head="host")."""
         return self.d.vocab * self.d.dim * self.lm_head_bits / 8 / (self.board.host_bandwidth_gbs * 1e9)
 
-    def head_cycles(self, pipeline_depth: int = PIPE_DEPTH) -> int:
+    def head_cycles(self, pipeline_depth: int = PIPE_DEPTH, bits: int | None = None) -> int:
         """The fabric head's MAC loop: row blocks x (code words a row + depth), one word of each lane a cycle."""
         d = self.d
-        code_words = d.head_groups * d.hls.head_group // d.head_codes_per_word
+        code_words = d.head_groups * d.hls.head_group * (bits or d.hls.head_bits) // 64
         return ceil_div(d.vocab, d.hls.head_lanes) * (code_words + pipeline_depth)
 
+    def rescore_cycles(self, latency: int = RESCORE_LATENCY) -> int:
+        """A screened head's second pass: C rows of the full head, one code word a cycle, each after a DDR latency."""
+        d = self.d
+        return d.hls.head_screen * (d.head_groups * d.hls.head_group // d.head_codes_per_word + latency)
+
     def fabric_head_s(self) -> float:
-        compute = self.head_cycles() / self.f
-        return max(compute, head_bytes(self.d) / self.bw) + 3 * self.d.dim / self.f
+        """The decode step's head (the full head, or the 2-bit screen and the rescoring of its C best)."""
+        d = self.d
+        if not d.hls.head_screen:
+            return max(self.head_cycles() / self.f, head_bytes(d) / self.bw) + 3 * d.dim / self.f
+        screen_bytes = 8 * d.head_rows * d.screen_row_words + 4 * d.head_rows
+        scan = max(self.head_cycles(bits=2) / self.f, screen_bytes / self.bw)
+        return scan + self.rescore_cycles() / self.f + 3 * d.dim / self.f
 
     def lm_head_s(self) -> float:
         return self.fabric_head_s() if self.lm_head == "fpga" else self.host_head_s()
@@ -162,7 +175,11 @@ class CycleModel:
 
 
 def head_bytes(design: Design) -> int:
-    """DDR bytes the fabric head streams per token: its words (codes + sub-scales) and the row scales."""
+    """DDR bytes the fabric head streams per decode token: its words (codes + sub-scales) and the row scales;
+    screened: the 2-bit copy's words and row scales, then the C rescored rows' words and scales."""
+    if design.hls.head_screen:
+        screen = 8 * design.head_rows * design.screen_row_words + 4 * design.head_rows
+        return screen + design.hls.head_screen * (8 * design.head_row_words + 4)
     return 8 * design.head_words + 4 * design.head_rows
 
 
@@ -210,7 +227,8 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
 
 
 SEARCH_GRID = {"group": (3, 4, 5), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8),
-               "attn_macs": (16, 64, 128), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3")}
+               "attn_macs": (16, 64, 128), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3"),
+               "head_screen": (0, 64)}
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,

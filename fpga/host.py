@@ -32,7 +32,7 @@ def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
                "rope": allocator.allocate((data.rope.size,), np.float32),
                "kv": allocator.allocate((kv_items,), kv_type),
                "hbuf": allocator.allocate((design.max_seq, design.dim), np.float32),
-               "head": allocator.allocate(data.head.words.shape, np.uint64),
+               "head": allocator.allocate(data.head_words.shape, np.uint64),
                "head_params": allocator.allocate(data.head_params.shape, np.float32),
                "top_ids": allocator.allocate((LOGIT_ROWS, k), np.int32),
                "top_logits": allocator.allocate((LOGIT_ROWS, k), np.float32),
@@ -40,7 +40,7 @@ def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
     buffers["weights"][:] = data.weights
     buffers["params"][:] = data.params
     buffers["rope"][:] = data.rope.reshape(-1)
-    buffers["head"][:] = data.head.words
+    buffers["head"][:] = data.head_words
     buffers["head_params"][:] = data.head_params
     for buffer in buffers.values():
         buffer.sync_to_device()

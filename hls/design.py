@@ -34,6 +34,10 @@ class HlsConfig:
     a byte, 1.6 bits a trit as TQ1_0; ek_tlmm.h decodes each word into the same group codes as it loads a
     row block, so the tables and lookups stay those of G: G=3 keeps 14-entry tables at 418 MB for 2B4T).
 
+    `head_screen`: 0 for the full head on every row; C > 0 screens every row with a 2-bit copy of the head and
+    rescores only the C best with the full `head_bits` codes (the decode step's top-k; a `write_logits` call
+    still runs the full head). Exact whenever the full head's top-k are among the C: measured, not proven.
+
     `kv_bits`: the DDR KV cache in float32 (32) or int8 with a float32 scale per (token, kv head) (8), the
     native engine's int8 KV numerics (ek_kvcache.h)."""
 
@@ -50,6 +54,7 @@ class HlsConfig:
     top_k: int = 8
     kv_bits: int = 32
     trit_pack: str = "code"
+    head_screen: int = 0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -67,6 +72,11 @@ class HlsConfig:
             raise ConfigError(f"HlsConfig.head_group {self.head_group} must be a multiple of "
                               f"{64 // self.head_bits} (the {self.head_bits}-bit codes in one 64-bit word)",
                               fix="pass --head-group 64 or 128")
+        if self.head_screen and not (self.top_k <= self.head_screen <= 256 and self.head_bits != 2
+                                     and self.head_group % 32 == 0):
+            raise ConfigError(f"HlsConfig.head_screen {self.head_screen} needs top_k ({self.top_k}) <= C <= 256, "
+                              f"head_bits 8 or 4 (got {self.head_bits}) and head_group a multiple of 32 "
+                              f"(got {self.head_group})", fix="pass --head-screen 0, or 64 with --head-bits 4")
         if self.trit_pack not in TRIT_PACKS:
             raise ConfigError(f"HlsConfig.trit_pack must be one of {TRIT_PACKS}, got {self.trit_pack!r}",
                               fix="pass --trit-pack code or base3")
@@ -163,6 +173,18 @@ class Design:
     @property
     def head_words(self) -> int:
         return self.head_rows * self.head_row_words
+
+    @property
+    def screen_row_words(self) -> int:
+        """64-bit words of one row of the 2-bit screening copy (0 without screening)."""
+        if not self.hls.head_screen:
+            return 0
+        return ceil_div(self.head_groups, 8) + self.head_groups * self.hls.head_group // 32
+
+    @property
+    def head_device_words(self) -> int:
+        """The head buffer: the full head's words, then the screening copy's."""
+        return self.head_words + self.head_rows * self.screen_row_words
 
     @property
     def kv_position_bytes(self) -> int:

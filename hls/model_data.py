@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.hls.design import Design
-from edgekit.hls.lm_head import HeadData, quantize_head
+from edgekit.hls.lm_head import SCREEN_BITS, HeadData, quantize_head
 from edgekit.hls.packing import MATRICES, pack_matrix
 from edgekit.model.model import Model
 from edgekit.model.reference import ReferenceForward, rope_inv_freq
@@ -22,15 +22,24 @@ class DeviceData:
     params: np.ndarray              # float32 [layers * layer_params]
     rope: np.ndarray                # float32 [max_seq, head_dim / 2, 2] (cos, sin)
     head: HeadData                  # the on-chip LM head (hls/lm_head.py)
-    head_params: np.ndarray         # float32 [dim + head_rows]: final norm weight, row scales
+    head_params: np.ndarray         # float32 [dim + head_rows (+ head_rows)]: final norm weight, row scales
+    screen: HeadData | None = None  # the 2-bit screening copy (head_screen > 0)
+
+    @property
+    def head_words(self) -> np.ndarray:
+        """The device's head buffer: the full head's words, then the screening copy's."""
+        return self.head.words if self.screen is None else np.concatenate([self.head.words, self.screen.words])
 
 
-def head_data(model: Model, design: Design, forward: ReferenceForward) -> tuple[HeadData, np.ndarray]:
+def head_data(model: Model, design: Design, forward: ReferenceForward) -> tuple[HeadData, np.ndarray, HeadData | None]:
     weight, post_scale = forward.weight(model.output_name)
-    head = quantize_head(np.asarray(weight, dtype=np.float32), design, post_scale)
+    weight = np.asarray(weight, dtype=np.float32)
+    head = quantize_head(weight, design, post_scale)
+    screen = quantize_head(weight, design, post_scale, SCREEN_BITS) if design.hls.head_screen else None
     forward.forget(model.output_name)
     norm = np.asarray(model.tensors["norm"], dtype=np.float32).reshape(-1)
-    return head, np.concatenate([norm, head.row_scales]).astype(np.float32)
+    scales = [norm, head.row_scales] + ([screen.row_scales] if screen is not None else [])
+    return head, np.concatenate(scales).astype(np.float32), screen
 
 
 def ternary_matrix(forward: ReferenceForward, name: str) -> tuple[np.ndarray, np.float32]:
@@ -75,6 +84,6 @@ def extract_device_data(model: Model, design: Design) -> DeviceData:
             blobs.append(pack_matrix(trits[key], design.code, design.hls.lanes))
         params.append(layer_params(model, design, layer, scales))
         forward.forget()
-    head, head_params = head_data(model, design, forward)
+    head, head_params, screen = head_data(model, design, forward)
     return DeviceData(trits=trits, weights=np.concatenate(blobs), params=np.concatenate(params),
-                      rope=rope_table(model, design.max_seq), head=head, head_params=head_params)
+                      rope=rope_table(model, design.max_seq), head=head, head_params=head_params, screen=screen)

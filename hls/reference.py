@@ -222,3 +222,14 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids int32 [T, k], logits float32 [T, k]) largest first, ties to the lower id (ek_lmhead.h's insertion)."""
     order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
     return order.astype(np.int32), np.take_along_axis(logits, order, axis=-1).astype(F32)
+
+
+def screened_top_k(full_logits: np.ndarray, screen_logits: np.ndarray, candidates: int,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """ek_lmhead.h's screened head: the `candidates` best rows of the 2-bit screen (ties to the lower id), their
+    full-head logits, and the k best of those by (logit, lower id) -> (ids int32 [T, k], logits float32 [T, k])."""
+    cand, _ = top_k(screen_logits, candidates)                             # [T, C]
+    values = np.take_along_axis(full_logits, cand.astype(np.int64), axis=-1)
+    order = np.lexsort((cand, -values), axis=-1)[:, :k]                    # logit first, then the lower id
+    ids = np.take_along_axis(cand, order, axis=-1)
+    return ids.astype(np.int32), np.take_along_axis(values, order, axis=-1).astype(F32)

@@ -46,6 +46,7 @@ def buffer_bits(design: Design) -> dict[str, int]:
             "accumulator_fifo": d.hls.lanes * tt * 32,
             "scores": tt * d.max_seq * 32,
             "head_tiles": 2 * d.head_row_words * d.hls.head_lanes * 64,      # ek_lmhead.h ping-pong row blocks
+            "screen_tiles": 2 * d.screen_row_words * d.hls.head_lanes * 64,  # the 2-bit copy's (head_screen)
             "head_norm_row": 32 * d.dim}
 
 
@@ -79,6 +80,9 @@ def head_units(design: Design) -> tuple[int, int, int]:
     luts = adder_luts + lanes * 48 + design.hls.top_k * 100 + activation_luts
     ffs = macs * 24 + lanes * 96 + design.hls.top_k * 64
     dsps = mac_dsps + lanes + 2 * DSP_PER_FMUL
+    if design.hls.head_screen:      # 2-bit screening lanes (LUT add/sub, 32 codes a word) and the top-C register
+        luts += lanes * 32 * 12 + design.hls.head_screen * 100
+        ffs += lanes * 32 * 24 + design.hls.head_screen * 64
     return luts, ffs, dsps
 
 
@@ -130,7 +134,7 @@ def device_bytes(design: Design) -> int:
     words = sum(matrix_words(o, i, design.code, design.hls.lanes) for o, i in design.matrix_shapes().values())
     params = design.param_offsets()["layer"] * 4
     kv = design.kv_layer_bytes
-    head = 8 * design.head_words + 4 * (design.dim + design.head_rows)
+    head = 8 * design.head_device_words + 4 * (design.dim + design.head_rows * (2 if design.hls.head_screen else 1))
     head_out = HEAD_LOGIT_ROWS * (8 * design.hls.top_k + 4 * design.vocab)
     return (design.layers * (8 * words + params + kv) + design.max_seq * (design.head_dim + design.dim) * 4
             + head + head_out)

@@ -150,6 +150,11 @@ static void test_head(const std::vector<ek::word_t>& head, const std::vector<flo
         ek::Head<EkConfig>::run_row(head.data(), head_params.data(), &x[(size_t)r * Lay::kD], &out.ids[r * K],
                                     &out.top[r * K], &out.logits[(size_t)r * V], true);
     check_head("head", out, rows, true);
+    HeadOut top(rows);                         // the decode path: top-k only (screened when kHeadScreen > 0)
+    for (int r = 0; r < rows; ++r)
+        ek::Head<EkConfig>::run_row(head.data(), head_params.data(), &x[(size_t)r * Lay::kD], &top.ids[r * K],
+                                    &top.top[r * K], &top.logits[(size_t)r * V], false);
+    check_head("head_topk", top, rows, false);
 }
 
 // The top function: layer 0 alone on the prompt, then every layer on the prompt and one decode step.

@@ -24,8 +24,9 @@ def test_generate_then_csim(models, tmp_path):
     assert (project / "manifest.json").is_file()
     done = edgekit_cli("hls", "csim", project)
     assert done.returncode == 0, done.stdout + done.stderr
-    # 9 layer checks + 9 LM-head checks (the head alone, every prefill row, a decode step's top-k)
-    assert done.stdout.count("bit-exact") == 18 and "MISMATCH" not in done.stdout
+    # 9 layer checks + 11 LM-head checks (the head alone with and without logits, every prefill row, a decode
+    # step's top-k)
+    assert done.stdout.count("bit-exact") == 20 and "MISMATCH" not in done.stdout
     assert "decode_head_top_ids" in done.stdout
     again = edgekit_cli("hls", "generate", model, "-o", project)               # never edits what it wrote
     assert again.returncode == 1 and "never edited" in again.stderr and "fix:" in again.stderr

@@ -146,9 +146,13 @@ def test_head_rows_beyond_the_logits_buffer_are_refused(csim_setup):
 
 @pytest.mark.slow
 def test_the_int8_kv_cache_runs_through_the_driver_bit_exactly(models):
-    """kv_bits 8 (ek_kvcache.h): hidden states and the device's KV bytes (codes + scales) equal the twin's."""
+    """kv_bits 8 (ek_kvcache.h): hidden states and the device's KV bytes (codes + scales) equal the twin's;
+    base-3 weight words and the screened decode head (its top-k equals the twin's) in the same design."""
+    from edgekit.hls.writer import decode_top_k
+
     model = load(models / "bitnet" / "bitllama2c_1M_ternary_msbfirst.bin")
-    design = design_for(model.config, HlsConfig(max_seq=40, tile_tokens=4, kv_bits=8))
+    design = design_for(model.config, HlsConfig(max_seq=40, tile_tokens=4, kv_bits=8, trit_pack="base3",
+                                                head_screen=64))
     data = extract_device_data(model, design)
     allocator = HostAllocator()
     device = CsimDevice(build_shared_library(project_for(model, design, data, load_board("kv260"))), allocator)
@@ -158,7 +162,9 @@ def test_the_int8_kv_cache_runs_through_the_driver_bit_exactly(models):
     np.testing.assert_array_equal(session.run(prompt), ref.run(session.forward.rows("tok_embeddings",
                                                                                    np.asarray(prompt)), 0))
     want = ref.run(session.forward.rows("tok_embeddings", np.asarray([42])), len(prompt))
-    np.testing.assert_array_equal(session.run([42]), want)
+    np.testing.assert_array_equal(session.run([42], head_rows=1), want)
+    for got, expected in zip(session.top_k(1), decode_top_k(design, data, want)):
+        np.testing.assert_array_equal(got, expected)
     kv = session.buffers["kv"]
     kv.sync_from_device()
     assert kv.dtype == np.int8 and kv.nbytes == design.layers * design.max_seq * (2 * design.kv_dim + 8 * design.kv_heads)

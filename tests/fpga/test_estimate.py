@@ -134,6 +134,32 @@ def test_a_model_bigger_than_the_board_ddr_is_refused():
     assert "--max-seq" in error.value.fix
 
 
+@pytest.mark.slow
+def test_the_screened_head_work_is_counted_by_the_model(tmp_path):
+    """head_screen: the decode step's head words in C simulation = the 2-bit scan + the C rescored rows."""
+    from edgekit.fpga.backend import project_for
+    from edgekit.fpga.buffers import HostAllocator
+    from edgekit.fpga.devices import CsimDevice
+    from edgekit.fpga.driver import EkTopDriver
+    from edgekit.fpga.host import FpgaSession
+    from edgekit.hls.csim import build_shared_library
+    from edgekit.hls.model_data import extract_device_data
+
+    model = synthetic_model()
+    design = design_for(model.config, HlsConfig(lanes=4, tile_tokens=2, max_seq=16, head_lanes=3, head_screen=16))
+    data, board, allocator = extract_device_data(model, design), load_board("kv260"), HostAllocator()
+    device = CsimDevice(build_shared_library(project_for(model, design, data, board)), allocator)
+    session = FpgaSession(model, design, data, EkTopDriver(device), allocator)
+    session.run([3, 4, 5])
+    before = device.counters()["head_cycles"]
+    session.run([6], head_rows=1)
+    cycles = CycleModel(design, board)
+    assert device.counters()["head_cycles"] - before == (cycles.head_cycles(pipeline_depth=0, bits=2)
+                                                         + cycles.rescore_cycles(latency=0))
+    assert head_bytes(design) == 8 * design.head_rows * design.screen_row_words + 4 * design.head_rows + 16 * (
+        8 * design.head_row_words + 4)
+
+
 def test_head_traffic_is_the_generated_head_file(tmp_path):
     model = synthetic_model()
     hls = HlsConfig(lanes=8, tile_tokens=4, max_seq=16, head_lanes=3)

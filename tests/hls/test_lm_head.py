@@ -101,3 +101,51 @@ def test_the_int4_head_keeps_most_int8_choices_on_real_text(models, shared):
         count += len(tokens)
     assert agree[8] / count > 0.99
     assert 0.9 < agree[4] / count < agree[8] / count
+
+
+def test_the_screened_top_k_is_the_full_one_when_the_candidates_hold_it():
+    from edgekit.hls.reference import screened_top_k
+
+    rng = np.random.default_rng(3)
+    full = rng.normal(0, 1, (4, 300)).astype(np.float32)
+    full[1, :] = 0.0                                                # all ties: the lowest ids win
+    full[2, [5, 9, 40]] = 9.0                                       # a tie inside the top-k
+    screen = full + rng.normal(0, 0.3, full.shape).astype(np.float32)
+    for rows in (300, 8):
+        ids, values = screened_top_k(full, screen, rows, 8)
+        kept = np.zeros(full.shape, dtype=bool)
+        np.put_along_axis(kept, top_k(screen, rows)[0].astype(np.int64), True, axis=1)
+        want = top_k(np.where(kept, full, -np.inf), 8)                 # the full head's top-k among the kept
+        np.testing.assert_array_equal(ids, want[0])
+        np.testing.assert_array_equal(values, want[1])
+    np.testing.assert_array_equal(screened_top_k(full, screen, 300, 8)[0], top_k(full, 8)[0])
+    with pytest.raises(ConfigError, match="head_screen 4 needs top_k"):
+        HlsConfig(head_screen=4, top_k=8)
+    with pytest.raises(ConfigError, match="head_bits 8 or 4"):
+        HlsConfig(head_screen=64, head_bits=2)
+
+
+def test_the_screened_head_finds_the_int4_argmax_on_real_text(models, shared):
+    """A 2-bit screen of every row and int4 rescoring of its 64 best against the full int4 head, on the twin's
+    final hidden states of 3 stories of each bitllama2.c model (measured: the same argmax on all of them)."""
+    from edgekit.hls.model_data import extract_device_data
+    from edgekit.hls.reference import HlsReference, screened_top_k
+    from edgekit.model import load
+    from edgekit.model.reference import ReferenceForward
+    from edgekit.quantize.evaluate import _read_documents
+
+    docs = _read_documents(shared / "data" / "tinystories_valid_first112k.txt")[:3]
+    for name in ("bitllama2c_1M_ternary_msbfirst.bin", "bitllama2c_3M_ternary_lsbfirst.bin"):
+        model = load(models / "bitnet" / name)
+        design = design_for(model.config, HlsConfig(max_seq=512, head_screen=64, kv_bits=8))
+        data, forward = extract_device_data(model, design), ReferenceForward(model)
+        same = count = 0
+        for doc in docs:
+            tokens = np.asarray(model.tokenizer.encode(doc, add_bos=True)[:512])
+            h = HlsReference(design, data.trits, data.params, data.rope).run(forward.rows("tok_embeddings", tokens), 0)
+            logits = [lm_head_logits(h, data.head_params[:design.dim], np.float32(design.norm_eps), head.codes,
+                                     head.sub_scales, head.row_scales, design.vocab) for head in (data.head, data.screen)]
+            ids, _ = screened_top_k(logits[0], logits[1], 64, design.hls.top_k)
+            same += int((ids[:, 0] == logits[0].argmax(1)).sum())
+            count += len(tokens)
+        assert same / count > 0.995, (name, same, count)
