@@ -1,5 +1,5 @@
 """The lookup-table kernels added for issue 4: the AVX2 sign-symmetric ternary LUT3 kernel (src/lut_avx2.c) and the
-bit-serial intN kernels on EK_LAYOUT_BITPLANE (src/bitplane.c), each held bit for bit to the numpy reference, with
+bit-serial intN kernels on EK_LAYOUT_BITPLANE (src/bitplane.c: vpshufb on AVX2, vpermw on AVX-512), each held bit for bit to the numpy reference, with
 the bit-serial numpy twin (reference.linear_bitserial) held to the direct reference first."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_bitplane_kernels_are_bit_exact_for_every_group_size(fmt, isa, use_isa):
             lin = kernels.prepare_linear(tensor, "int8_absmax", layout="bitplane")
             x = rng.standard_normal((tokens, cols)).astype(np.float32) * rng.uniform(0.1, 10)
             np.testing.assert_array_equal(lin(x), expected(tensor, x))
-            want_name = "int_dot_scalar" if isa == "scalar" else f"{fmt[3:]}_bitplane_avx2"
+            want_name = "int_dot_scalar" if isa == "scalar" else f"{fmt[3:]}_bitplane_{isa}"
             assert lin.last_variant == want_name
 
 

@@ -162,8 +162,8 @@ EK_INLINE void octet_span(const int BITS, const uint8_t *tile, const uint8_t *ta
 }
 
 /* Group g's code sums of one tile (int32 [32] in row order) for one token. */
-EK_INLINE void group_code_sums(const int BITS, const ek_weight *w, const uint8_t *tile, const uint8_t *tables,
-                               int64_t o0, int64_t o1, int32_t sums[BP_TILE]) {
+EK_INLINE void group_code_sums(const int BITS, const uint8_t *tile, const uint8_t *tables, int64_t o0, int64_t o1,
+                               int32_t sums[BP_TILE]) {
     __m256i acc32[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                         _mm256_setzero_si256()};
     for (int64_t s = o0; s < o1; s += BP_WIDEN_OCTETS)
@@ -172,31 +172,61 @@ EK_INLINE void group_code_sums(const int BITS, const ek_weight *w, const uint8_t
     for (int i = 0; i < 4; i++) _mm256_storeu_si256((__m256i *)(void *)(sums + row0[i]), acc32[i]);
 }
 
-/* One tile, every token, scalar epilogue (decode: T < BP_VECTOR_EPILOGUE_MIN): per group, the code sums minus the
- * offset / zero-point term, scaled as scalar.c. */
-EK_INLINE void bp_tile_decode(const int BITS, const ek_weight *w, const ek_act *a, const uint8_t *tables, int64_t tile,
-                       float *y, int64_t ldy) {
+/* The code sums of octets [o0, o1) of one tile for one token: the ISA-specific inner loop (AVX2 here, AVX-512
+ * below); the tile epilogues around it are shared. */
+typedef void (*bp_sums_fn)(const uint8_t *tile, const uint8_t *tables, int64_t o0, int64_t o1, int32_t *sums);
+#define BP_SUMS_AVX2(BITS) \
+    static EK_AVX2 void sums##BITS##_avx2(const uint8_t *tile, const uint8_t *tables, int64_t o0, int64_t o1, \
+                                          int32_t *sums) { group_code_sums(BITS, tile, tables, o0, o1, sums); }
+BP_SUMS_AVX2(2)
+BP_SUMS_AVX2(3)
+BP_SUMS_AVX2(4)
+
+/* One tile, every token, decode epilogue (T < BP_VECTOR_EPILOGUE_MIN): per group, the code sums minus the offset /
+ * zero-point term, scaled as scalar.c, 8 rows per vector; the strided per-row scales s[r, g] are gathered (masked
+ * past the last row), so nothing is transposed per tile. */
+EK_INLINE void bp_tile_decode(bp_sums_fn code_sums, const ek_weight *w, const ek_act *a, const uint8_t *tables,
+                              int64_t tile, float *y, int64_t ldy) {
     const uint8_t *src = w->data + tile * bp_tile_bytes(w);
     int64_t r0 = tile * BP_TILE, n = w->rows - r0 < BP_TILE ? w->rows - r0 : BP_TILE;
     int64_t groups = w->cols / w->group, octets = bp_octets(w->cols), quads = 2 * octets;
     int64_t group_octets = w->group == w->cols ? octets : w->group / 8;
-    int offset = ek_format_offset(w->format);
+    const float *scales = w->per_tensor ? w->scales : w->scales + r0 * groups;
+    const uint8_t *zeros = w->zeros ? w->zeros + r0 * groups : NULL;
+    __m256i idx[4], valid[4];
+    for (int h = 0; h < 4; h++) {
+        __m256i rows = _mm256_add_epi32(_mm256_set1_epi32(8 * h), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        idx[h] = _mm256_mullo_epi32(rows, _mm256_set1_epi32((int)groups));
+        valid[h] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), rows);
+    }
     for (int64_t t = 0; t < a->tokens; t++) {
         const uint8_t *tb = tables + t * quads * 32;
-        float total[BP_TILE] = {0};
-        int32_t sums[BP_TILE];
+        float total[BP_TILE] __attribute__((aligned(32))) = {0};
+        int32_t sums[BP_TILE] __attribute__((aligned(32))), zterm[BP_TILE] __attribute__((aligned(32)));
         for (int64_t g = 0; g < groups; g++) {
             int64_t o0 = g * group_octets, o1 = g + 1 == groups ? octets : o0 + group_octets;
-            group_code_sums(BITS, w, src, tb, o0, o1, sums);
+            code_sums(src, tb, o0, o1, sums);
             int32_t gs = a->gsum[t * groups + g];
-            for (int64_t i = 0; i < n; i++) {
-                int32_t zero = w->zeros ? w->zeros[(r0 + i) * groups + g] : offset;
-                int32_t acc = sums[i] - zero * gs;
-                if (w->per_tensor) total[i] = ((float)acc * a->scale[t]) * w->scales[0];
-                else total[i] += (float)acc * w->scales[(r0 + i) * groups + g];
+            if (zeros)
+                for (int64_t i = 0; i < n; i++) zterm[i] = (int32_t)zeros[i * groups + g] * gs;
+            __m256i offset_term = _mm256_set1_epi32(ek_format_offset(w->format) * gs);
+            for (int h = 0; h < 4; h++) {
+                __m256i z = zeros ? _mm256_load_si256((const __m256i *)(const void *)(zterm + 8 * h)) : offset_term;
+                __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_load_si256((const __m256i *)(const void *)(sums + 8 * h)), z));
+                __m256 sum;
+                if (w->per_tensor)
+                    sum = _mm256_mul_ps(_mm256_mul_ps(f, _mm256_set1_ps(a->scale[t])), _mm256_set1_ps(scales[0]));
+                else
+                    sum = _mm256_add_ps(_mm256_load_ps(total + 8 * h),
+                                        _mm256_mul_ps(f, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), scales + g, idx[h],
+                                                                                  _mm256_castsi256_ps(valid[h]), 4)));
+                _mm256_store_ps(total + 8 * h, sum);
             }
         }
-        for (int64_t i = 0; i < n; i++) y[t * ldy + r0 + i] = w->per_tensor ? total[i] : total[i] * a->scale[t];
+        if (!w->per_tensor)
+            for (int h = 0; h < 4; h++)
+                _mm256_store_ps(total + 8 * h, _mm256_mul_ps(_mm256_load_ps(total + 8 * h), _mm256_set1_ps(a->scale[t])));
+        memcpy(y + t * ldy + r0, total, sizeof(float) * (size_t)n);
     }
 }
 
@@ -221,7 +251,7 @@ static void tile_group_params(const ek_weight *w, int64_t r0, int64_t n, int32_t
 
 /* One tile, every token: per group, the code sums minus the offset / zero-point term, scaled as scalar.c
  * (per group: total += (float)acc_g * s_rg in group order, then * a_scale; per tensor: (acc * a) * s). */
-EK_INLINE void bp_tile(const int BITS, const ek_weight *w, const ek_act *a, const uint8_t *tables, int64_t tile,
+EK_INLINE void bp_tile(bp_sums_fn code_sums, const ek_weight *w, const ek_act *a, const uint8_t *tables, int64_t tile,
                        int32_t *zeros, float *scales, float *y, int64_t ldy) {
     const uint8_t *src = w->data + tile * bp_tile_bytes(w);
     int64_t r0 = tile * BP_TILE, n = w->rows - r0 < BP_TILE ? w->rows - r0 : BP_TILE;
@@ -234,7 +264,7 @@ EK_INLINE void bp_tile(const int BITS, const ek_weight *w, const ek_act *a, cons
         int32_t sums[BP_TILE];
         for (int64_t g = 0; g < groups; g++) {
             int64_t o0 = g * group_octets, o1 = g + 1 == groups ? octets : o0 + group_octets;
-            group_code_sums(BITS, w, src, tb, o0, o1, sums);
+            code_sums(src, tb, o0, o1, sums);
             __m256i gs = _mm256_set1_epi32(a->gsum[t * groups + g]);
             for (int h = 0; h < 4; h++) {
                 __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(zeros + g * BP_TILE + 8 * h));
@@ -259,7 +289,7 @@ EK_INLINE void bp_tile(const int BITS, const ek_weight *w, const ek_act *a, cons
  * (ceiling, 640 x 2560 g32, 1 thread: T=64 ek_u4 16.8 -> 29.1 Gw/s, ek_i4 24.8 -> 29.3; at T=1 it cost
  * ek_i4 22.3 -> 15.4, ek_i2 36.3 -> 22.8, so decode keeps the scalar epilogue). */
 #define BP_VECTOR_EPILOGUE_MIN 4
-#define BP_ROWS_FN(name, BITS)                                                                               \
+#define BP_ROWS_FN(name, SUMS)                                                                               \
     static EK_AVX2 void name(const ek_weight *w, const ek_act *a, const void *scratch, float *y, int64_t ldy, \
                              int64_t r0, int64_t r1) {                                                       \
         int64_t groups = w->cols / w->group;                                                                 \
@@ -271,15 +301,89 @@ EK_INLINE void bp_tile(const int BITS, const ek_weight *w, const ek_act *a, cons
         } else {                                                                                             \
             for (int64_t tile = r0 / BP_TILE; tile < bp_tiles(r1); tile++)                                   \
                 if (a->tokens < BP_VECTOR_EPILOGUE_MIN)                                                      \
-                    bp_tile_decode(BITS, w, a, (const uint8_t *)scratch, tile, y, ldy);                      \
-                else bp_tile(BITS, w, a, (const uint8_t *)scratch, tile, zeros, scales, y, ldy);             \
+                    bp_tile_decode(SUMS, w, a, (const uint8_t *)scratch, tile, y, ldy);                      \
+                else bp_tile(SUMS, w, a, (const uint8_t *)scratch, tile, zeros, scales, y, ldy);             \
         }                                                                                                    \
         free(zeros);                                                                                         \
         free(scales);                                                                                        \
     }
-BP_ROWS_FN(bp_rows2, 2)
-BP_ROWS_FN(bp_rows3, 3)
-BP_ROWS_FN(bp_rows4, 4)
+BP_ROWS_FN(bp_rows2, sums2_avx2)
+BP_ROWS_FN(bp_rows3, sums3_avx2)
+BP_ROWS_FN(bp_rows4, sums4_avx2)
+
+/* ---- AVX-512 inner loop: vpermw ------------------------------------------------------------------------
+ * One zmm of 32 int16 holds both quad tables of an octet (lanes 0-15: quad 8o..8o+3, 16-31: quad 8o+4..8o+7),
+ * so one vpermw looks up 32 rows' exact int16 partial sums of one quad: no low/high byte split and no
+ * interleave (vpshufb on ymm needs 2 lookups + 2 unpacks per quad). Per plane and octet: one zero-extension of
+ * the 32 index bytes to words, and two vpermw (low nibble; high nibble + 16). Same tables bytes per token
+ * (64 per octet), same layout, same int16 bound as the AVX2 loop. */
+#define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define EK_INLINE512 static inline __attribute__((always_inline)) EK_AVX512
+#ifndef EK_BP_PREFETCH
+#define EK_BP_PREFETCH 1024 /* bytes ahead in the weight tile */
+#endif
+
+static EK_AVX512 void bp_build_tables512(const ek_weight *w, const ek_act *a, void *scratch) {
+    int16_t m[4][32];
+    for (int l = 0; l < 32; l++)
+        for (int j = 0; j < 4; j++) m[j][l] = (int16_t)(((l & 15) >> j) & 1);
+    __m512i mj[4];
+    for (int j = 0; j < 4; j++) mj[j] = _mm512_loadu_si512(m[j]);
+    int64_t octets = bp_octets(w->cols);
+    for (int64_t t = 0; t < a->tokens; t++) {
+        const int8_t *q = a->q + t * a->cols;
+        __m512i *out = (__m512i *)scratch + t * octets;
+        for (int64_t o = 0; o < octets; o++) {
+            int8_t x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int j = 0; j < 8 && 8 * o + j < w->cols; j++) x[j] = q[8 * o + j];
+            __m512i e = _mm512_setzero_si512();
+            for (int j = 0; j < 4; j++) {
+                __m512i xv = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(x[j]), _mm512_set1_epi16(x[4 + j]));
+                e = _mm512_add_epi16(e, _mm512_mullo_epi16(mj[j], xv));
+            }
+            _mm512_store_si512(out + o, e);
+        }
+    }
+}
+
+EK_INLINE512 void group_code_sums512(const int BITS, const uint8_t *tile, const uint8_t *tables, int64_t o0,
+                                     int64_t o1, int32_t sums[BP_TILE]) {
+    const __m512i nib = _mm512_set1_epi16(15), sixteen = _mm512_set1_epi16(16);
+    __m512i lo32 = _mm512_setzero_si512(), hi32 = _mm512_setzero_si512();
+    for (int64_t s0 = o0; s0 < o1; s0 += BP_WIDEN_OCTETS) {
+        int64_t s1 = s0 + BP_WIDEN_OCTETS < o1 ? s0 + BP_WIDEN_OCTETS : o1;
+        __m512i p[4];
+        for (int b = 0; b < BITS; b++) p[b] = _mm512_setzero_si512();
+        for (int64_t o = s0; o < s1; o++) {
+            __m512i tab = _mm512_load_si512(tables + o * 64);
+            const uint8_t *ob = tile + o * BITS * 32;
+            _mm_prefetch((const char *)(ob + EK_BP_PREFETCH), _MM_HINT_T0);
+            for (int b = 0; b < BITS; b++) {
+                __m512i words = _mm512_cvtepu8_epi16(_mm256_load_si256((const __m256i *)(const void *)(ob + 32 * b)));
+                __m512i ia = _mm512_and_si512(words, nib);
+                __m512i ib = _mm512_or_si512(_mm512_srli_epi16(words, 4), sixteen);
+                p[b] = _mm512_add_epi16(p[b], _mm512_add_epi16(_mm512_permutexvar_epi16(ia, tab),
+                                                               _mm512_permutexvar_epi16(ib, tab)));
+            }
+        }
+        for (int b = 0; b < BITS; b++) {
+            lo32 = _mm512_add_epi32(lo32, _mm512_slli_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(p[b])), b));
+            hi32 = _mm512_add_epi32(hi32, _mm512_slli_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p[b], 1)), b));
+        }
+    }
+    _mm512_storeu_si512(sums, lo32);
+    _mm512_storeu_si512(sums + 16, hi32);
+}
+
+#define BP_SUMS_AVX512(BITS) \
+    static EK_AVX512 void sums##BITS##_avx512(const uint8_t *tile, const uint8_t *tables, int64_t o0, int64_t o1, \
+                                              int32_t *sums) { group_code_sums512(BITS, tile, tables, o0, o1, sums); }
+BP_SUMS_AVX512(2)
+BP_SUMS_AVX512(3)
+BP_SUMS_AVX512(4)
+BP_ROWS_FN(bp_rows2_512, sums2_avx512)
+BP_ROWS_FN(bp_rows3_512, sums3_avx512)
+BP_ROWS_FN(bp_rows4_512, sums4_avx512)
 
 static int supports_bitplane(const ek_weight *w, int64_t tokens, const char **reason) {
     (void)tokens;
@@ -296,7 +400,23 @@ static const ek_kernel bitplane_kernels[] = {
     BP_KERNEL(EK_FMT_U2, u2, 2), BP_KERNEL(EK_FMT_U3, u3, 3), BP_KERNEL(EK_FMT_U4, u4, 4),
 };
 
-/* The AVX2 kernel also serves AVX-512 CPUs (dispatch.c): vpshufb on ymm is the same instruction there. */
+#define BP_KERNEL512(fmt, tag, bits) \
+    {#tag "_bitplane_avx512", fmt, EK_ACT_I8, EK_LAYOUT_BITPLANE, BP_TILE, supports_bitplane, bp_scratch, \
+     bp_build_tables512, bp_rows##bits##_512}
+
+static const ek_kernel bitplane_kernels512[] = {
+    BP_KERNEL512(EK_FMT_I2, i2, 2), BP_KERNEL512(EK_FMT_I3, i3, 3), BP_KERNEL512(EK_FMT_I4, i4, 4),
+    BP_KERNEL512(EK_FMT_U2, u2, 2), BP_KERNEL512(EK_FMT_U3, u3, 3), BP_KERNEL512(EK_FMT_U4, u4, 4),
+};
+
+const ek_kernel *ek_avx512_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens) {
+    (void)tokens;
+    if (layout != EK_LAYOUT_BITPLANE || act_kind != EK_ACT_I8) return NULL;
+    for (size_t i = 0; i < sizeof bitplane_kernels512 / sizeof bitplane_kernels512[0]; i++)
+        if (bitplane_kernels512[i].format == format) return &bitplane_kernels512[i];
+    return NULL;
+}
+
 const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens) {
     (void)tokens;
     if (layout != EK_LAYOUT_BITPLANE || act_kind != EK_ACT_I8) return NULL;
@@ -306,6 +426,10 @@ const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, i
 }
 #else
 const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens) {
+    (void)format; (void)act_kind; (void)layout; (void)tokens;
+    return NULL;
+}
+const ek_kernel *ek_avx512_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens) {
     (void)format; (void)act_kind; (void)layout; (void)tokens;
     return NULL;
 }

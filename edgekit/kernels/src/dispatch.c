@@ -80,12 +80,14 @@ int ek_get_num_threads(void) { return ek_pool_threads(); }
 
 const ek_kernel *ek_avx2_lut_kernel(int format, int act_kind, int layout, int64_t tokens);      /* lut_avx2.c */
 const ek_kernel *ek_avx2_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens); /* bitplane.c */
+const ek_kernel *ek_avx512_bitplane_kernel(int format, int act_kind, int layout, int64_t tokens);
 
-/* Repacked layouts read by AVX2 kernels of their own files (AVX-512 CPUs run the bit-plane one too: it has no
- * AVX-512 twin yet; the LUT3 layout has lut.c's vpermw kernel there). */
+/* Repacked layouts whose kernels live in their own files (LUT3 on AVX-512: lut.c, through avx512.c). */
 static const ek_kernel *layout_kernel(int isa, int format, int act_kind, int layout, int64_t tokens) {
-    if (layout == EK_LAYOUT_BITPLANE && (isa == EK_ISA_AVX2 || isa == EK_ISA_AVX512))
+    if (layout == EK_LAYOUT_BITPLANE && isa == EK_ISA_AVX2)
         return ek_avx2_bitplane_kernel(format, act_kind, layout, tokens);
+    if (layout == EK_LAYOUT_BITPLANE && isa == EK_ISA_AVX512)
+        return ek_avx512_bitplane_kernel(format, act_kind, layout, tokens);
     if (layout == EK_LAYOUT_TERNARY_LUT3 && isa == EK_ISA_AVX2)
         return ek_avx2_lut_kernel(format, act_kind, layout, tokens);
     return NULL;
