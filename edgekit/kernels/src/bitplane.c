@@ -435,23 +435,23 @@ const ek_kernel *ek_avx512_bitplane_kernel(int format, int act_kind, int layout,
 }
 #endif
 
-/* Which formats take the bit-plane layout on which ISA: measured on this Sapphire Rapids, 1 thread, best of 3
- * (docs/bench/notes.md "LUT kernels" has the full tables and the commands).
- *   cache-resident ceiling, 640 x 2560 g32, CPU time, Gw/s T=1 / T=64:
+/* Which formats take the bit-plane layout on which ISA: measured on this Sapphire Rapids, 1 thread (docs/bench/
+ * notes.md "LUT kernels" has the full tables, both DRAM runs and the commands).
+ *   cache-resident ceiling, 640 x 2560 g32, CPU time, best of 7 rounds, Gw/s T=1 / T=64:
  *       python scripts/kernel_bench.py --ceiling --isas avx512 avx2 --tokens 1 64 --rounds 7
- *                 avx512 native (vnni)  avx2 native (maddubs)  bitplane (avx2 code on both)
- *       ek_i2       48.4 /  86.1          34.8 / 56.5            36.3 / 41.2
- *       ek_i3        1.1 /   6.2 scalar    1.0 /  6.4 scalar     29.5 / 31.0
- *       ek_i4       44.9 /  70.2          20.7 / 45.5            22.8 / 24.8
- *       ek_u4       42.6 /  68.7          19.7 / 45.8            16.0 / 16.8 (29.1 with the vector epilogue)
- *   from DRAM, 6912 x 2560 g32 (> 256 MiB cycled), T=1, Gw/s:
+ *                 avx512 vnni      bitplane_avx512   avx2 maddubs     bitplane_avx2
+ *       ek_i2     44.3 / 87.3      34.8 / 47.2       30.0 / 53.9      30.3 / 41.4
+ *       ek_i3      1.0 / 6.3 (scalar) 29.1 / 34.4     1.0 / 5.8 (scalar) 25.1 / 30.8
+ *       ek_i4     42.1 / 68.7      23.8 / 29.5       18.6 / 42.3      19.5 / 24.9
+ *       ek_u4     40.6 / 66.6      20.2 / 29.0       18.0 / 43.8      17.6 / 24.9
+ *   from DRAM, 6912 x 2560 g32 (> 256 MiB cycled), T=1, Gw/s (loaded machine: indicative):
  *       python scripts/kernel_bench.py --formats ek_i2 ek_i3 ek_i4 ek_u4 --shapes 2 --tokens 1 --threads 1 \
  *           --isas avx512 avx2 --layouts native bitplane --repeat 3
- *       ek_i2 vnni 31.9, maddubs 18.0, bitplane 16.5;  ek_i3 scalar 0.9, bitplane 13.2-13.9;
- *       ek_i4 vnni 20.7, maddubs 10.5, bitplane 11.1-11.4;  ek_u4 vnni 19.6, maddubs 11.8, bitplane 8.8.
- * So ek_i3/ek_u3 take the bit-plane layout wherever its kernel runs (AVX2 and AVX-512: 15x the scalar path that
- * was their only kernel from DRAM, 5x at prefill), and ek_i2/i4/u2/u4 stay native: VNNI wins everywhere on
- * AVX-512, maddubs ties or wins on AVX2 (ek_i4 decode +8% from DRAM but -46% at prefill). */
+ *       ek_i3 scalar 0.5-0.9, bitplane 10.3-13.9;  ek_i2 vnni 17.6-31.9, bitplane 16.4-18.9;
+ *       ek_i4 vnni 11.2-20.7, bitplane 8.4-11.1;  maddubs vs bitplane_avx2 within +-15% at decode.
+ * So ek_i3/ek_u3 take the bit-plane layout wherever its kernels run (AVX2 and AVX-512: 15-30x the scalar path that
+ * was their only kernel), and ek_i2/i4/u2/u4 stay native: VNNI wins on AVX-512, maddubs ties at decode and wins
+ * at prefill (1.3-1.8x) on AVX2. */
 int ek_bitplane_preferred_layout(const ek_weight *w, int act_kind, int isa) {
     if (act_kind != EK_ACT_I8 || (isa != EK_ISA_AVX2 && isa != EK_ISA_AVX512) || !bp_applies(w))
         return EK_LAYOUT_NATIVE;
