@@ -10,7 +10,7 @@ Model (first order; every constant below is an assumption, not a measurement):
 - Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` float units,
   against reading the K and V planes of the context from DDR (float32, or int8 codes plus a float32 scale
   per token and kv head: `Design.kv_position_bytes`, ek_kvcache.h).
-- Element-wise passes (norms, quantization, RoPE, activation, residual) at one element a cycle.
+- Element-wise passes (norms, quantization, RoPE, activation, residual) at `ew_lanes` elements a cycle.
 - LM head on the fabric (ek_lmhead.h, the default): ceil(vocab / head_lanes) row blocks x (code words of
   a row + pipeline depth) cycles, against streaming its group-quantized words (codes, sub-scales, row
   scales) from DDR; plus the final norm and quantization (3 x dim cycles). Only the top-k come back.
@@ -118,7 +118,7 @@ class CycleModel:
     def elementwise_s(self, n_tok: int) -> float:
         d = self.d
         kv_quant = 4 * d.kv_dim if d.hls.kv_bits == 8 else 0          # absmax + quantize of the new K/V rows
-        return n_tok * (8 * d.dim + 4 * d.hidden + 2 * d.q_dim + kv_quant) / self.f
+        return n_tok * ceil_div(8 * d.dim + 4 * d.hidden + 2 * d.q_dim + kv_quant, d.hls.ew_lanes) / self.f
 
     def host_head_s(self) -> float:
         """The host's LM head: int8/int4 weights streamed by the ARM cores (lm_head="host")."""
@@ -139,10 +139,14 @@ class CycleModel:
         """The decode step's head (the full head, or the 2-bit screen and the rescoring of its C best)."""
         d = self.d
         if not d.hls.head_screen:
-            return max(self.head_cycles() / self.f, head_bytes(d) / self.bw) + 3 * d.dim / self.f
+            return max(self.head_cycles() / self.f, head_bytes(d) / self.bw) + self.head_norm_s()
         screen_bytes = 8 * d.head_rows * d.screen_row_words + 4 * d.head_rows
         scan = max(self.head_cycles(bits=2) / self.f, screen_bytes / self.bw)
-        return scan + self.rescore_cycles() / self.f + 3 * d.dim / self.f
+        return scan + self.rescore_cycles() / self.f + self.head_norm_s()
+
+    def head_norm_s(self) -> float:
+        """The head's final RMSNorm and absmax quantization: 3 x dim elements at ew_lanes a cycle."""
+        return ceil_div(3 * self.d.dim, self.d.hls.ew_lanes) / self.f
 
     def lm_head_s(self) -> float:
         return self.fabric_head_s() if self.lm_head == "fpga" else self.host_head_s()
@@ -228,7 +232,7 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
 
 SEARCH_GRID = {"group": (3, 4, 5), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8),
                "attn_macs": (16, 64, 128), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3"),
-               "head_screen": (0, 64)}
+               "head_screen": (0, 64), "ew_lanes": (1, 2, 4)}
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,

@@ -38,6 +38,10 @@ class HlsConfig:
     rescores only the C best with the full `head_bits` codes (the decode step's top-k; a `write_logits` call
     still runs the full head). Exact whenever the full head's top-k are among the C: measured, not proven.
 
+    `ew_lanes`: elements a cycle in the element-wise passes (norms, quantization, RoPE, activation, residual):
+    the unroll of their loops; sums of squares keep `ew_lanes` partial sums (element i in lane i % ew_lanes,
+    added in lane order at the end), so the twin does the same float operations.
+
     `kv_bits`: the DDR KV cache in float32 (32) or int8 with a float32 scale per (token, kv head) (8), the
     native engine's int8 KV numerics (ek_kvcache.h)."""
 
@@ -55,11 +59,12 @@ class HlsConfig:
     kv_bits: int = 32
     trit_pack: str = "code"
     head_screen: int = 0
+    ew_lanes: int = 1
     version: int = 1
 
     def __post_init__(self) -> None:
         limits = {"group": (1, 6), "lanes": (1, 256), "tile_tokens": (1, 128), "key_block": (1, 1024),
-                  "attn_macs": (1, 256), "head_group": (8, 4096), "head_lanes": (1, 64), "top_k": (1, 64)}
+                  "attn_macs": (1, 256), "ew_lanes": (1, 16), "head_group": (8, 4096), "head_lanes": (1, 64), "top_k": (1, 64)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

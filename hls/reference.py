@@ -31,21 +31,25 @@ def exp_approx(x: np.ndarray) -> np.ndarray:
     return np.ldexp(p, n.astype(np.int32)).astype(F32)
 
 
-def sum_squares(x: np.ndarray) -> np.ndarray:
-    """Sequential sum of x^2 over the last axis (ek_quant.h sum_squares): [..., N] -> [...]."""
-    s = np.zeros(x.shape[:-1], dtype=F32)
+def sum_squares(x: np.ndarray, lanes: int = 1) -> np.ndarray:
+    """Sum of x^2 over the last axis as ek_quant.h sum_squares: `lanes` partial sums (element i into lane
+    i % lanes, each in index order), then the partials added in lane order: [..., N] -> [...]."""
+    partial = [np.zeros(x.shape[:-1], dtype=F32) for _ in range(lanes)]
     for i in range(x.shape[-1]):
-        s = s + x[..., i] * x[..., i]
+        partial[i % lanes] = partial[i % lanes] + x[..., i] * x[..., i]
+    s = partial[0]
+    for p in partial[1:]:
+        s = s + p
     return s
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: np.float32) -> np.ndarray:
-    d = np.sqrt(sum_squares(x) / F32(x.shape[-1]) + eps)
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: np.float32, lanes: int = 1) -> np.ndarray:
+    d = np.sqrt(sum_squares(x, lanes) / F32(x.shape[-1]) + eps)
     return x / d[..., None] * weight
 
 
-def bitlinear_norm(x: np.ndarray) -> np.ndarray:
-    rms = np.sqrt(sum_squares(x) / F32(x.shape[-1]))
+def bitlinear_norm(x: np.ndarray, lanes: int = 1) -> np.ndarray:
+    rms = np.sqrt(sum_squares(x, lanes) / F32(x.shape[-1]))
     d = np.where(rms > 0, rms * F32(x.shape[-1]), F32(1.0))
     return x / d[..., None]
 
@@ -137,9 +141,10 @@ class HlsReference:
             self.kv_codes = np.zeros(self.kv.shape, dtype=np.int8)
             self.kv_scales = np.zeros(self.kv.shape[:3] + (design.kv_heads,), dtype=F32)
         self.eps = F32(design.norm_eps)
+        self.lanes = design.hls.ew_lanes
 
     def quantize_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return quantize_absmax(bitlinear_norm(x) if self.design.linear_input_norm else x)
+        return quantize_absmax(bitlinear_norm(x, self.lanes) if self.design.linear_input_norm else x)
 
     def bitlinear(self, q: np.ndarray, a_scale: np.ndarray, layer: int, name: str) -> np.ndarray:
         acc = q @ self.trits[f"layers.{layer}.{name}"].T                   # exact int64 = the table sums
@@ -152,7 +157,7 @@ class HlsReference:
 
     def attention_block(self, h: np.ndarray, layer: int, positions: np.ndarray) -> np.ndarray:
         d = self.design
-        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "attn_norm", d.dim), self.eps)
+        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "attn_norm", d.dim), self.eps, self.lanes)
         q8, a = self.quantize_input(x)
         T = h.shape[0]
         q = self.bitlinear(q8, a, layer, "wq").reshape(T, d.heads, d.head_dim)
@@ -164,7 +169,7 @@ class HlsReference:
         values = self.kv[layer, 1].reshape(d.max_seq, d.kv_heads, d.head_dim)
         o = attend(q, keys, values, positions, d.heads // d.kv_heads, d.inv_sqrt_head_dim).reshape(T, d.q_dim)
         if d.sub_norms:
-            o = rms_norm(o, self.norm_param(layer, "attn_sub_norm", d.q_dim), self.eps)
+            o = rms_norm(o, self.norm_param(layer, "attn_sub_norm", d.q_dim), self.eps, self.lanes)
         q8, a = self.quantize_input(o)
         return h + self.bitlinear(q8, a, layer, "wo")
 
@@ -185,12 +190,12 @@ class HlsReference:
 
     def ffn_block(self, h: np.ndarray, layer: int) -> np.ndarray:
         d = self.design
-        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "ffn_norm", d.dim), self.eps)
+        x = h if d.linear_input_norm else rms_norm(h, self.norm_param(layer, "ffn_norm", d.dim), self.eps, self.lanes)
         q8, a = self.quantize_input(x)
         gate, up = self.bitlinear(q8, a, layer, "w1"), self.bitlinear(q8, a, layer, "w3")
         act = relu2_gate(gate, up) if d.relu2 else silu_gate(gate, up)
         if d.sub_norms:
-            act = rms_norm(act, self.norm_param(layer, "ffn_sub_norm", d.hidden), self.eps)
+            act = rms_norm(act, self.norm_param(layer, "ffn_sub_norm", d.hidden), self.eps, self.lanes)
         q8, a = self.quantize_input(act)
         return h + self.bitlinear(q8, a, layer, "w2")
 
@@ -205,10 +210,10 @@ class HlsReference:
 
 
 def lm_head_logits(h: np.ndarray, norm_weight: np.ndarray, eps: np.float32, codes: np.ndarray,
-                   sub_scales: np.ndarray, row_scales: np.ndarray, vocab: int) -> np.ndarray:
+                   sub_scales: np.ndarray, row_scales: np.ndarray, vocab: int, lanes: int = 1) -> np.ndarray:
     """ek_lmhead.h on hidden states h [T, dim]: final RMSNorm, absmax int8, the exact integer row sums
     acc_r = sum_g u_g sum_i c_i q_i, then float(acc_r) * a_scale * S_r -> logits [T, vocab] float32."""
-    x = rms_norm(np.asarray(h, dtype=F32), norm_weight, eps)
+    x = rms_norm(np.asarray(h, dtype=F32), norm_weight, eps, lanes)
     q, a_scale = quantize_absmax(x)                                         # [T, dim] int64, [T]
     gs = codes.shape[1] // sub_scales.shape[1]
     qp = np.zeros((q.shape[0], codes.shape[1]), dtype=np.int64)

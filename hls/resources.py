@@ -20,6 +20,9 @@ URAM_MIN_BITS = 64 * 1024          # smaller buffers stay in BRAM
 BASE_LUTS, BASE_FFS = 14000, 18000  # AXI masters, AXI-lite, control, interconnect
 FLOAT_MULS, FLOAT_ADDS = 24, 16     # dequant, norms, RoPE, softmax polynomial (attention MACs: attn_macs)
 DSP_PER_FMUL, DSP_PER_FADD = 3, 2
+# Each element-wise lane past the first (ew_lanes): its own float units for norms, quantization, RoPE,
+# activation and residual (multipliers, adders, the two dividers of x / d and x / scale, a float-to-int).
+EW_FMULS, EW_FADDS, EW_FDIV_LUTS, EW_FLOAT_LUTS = 8, 6, 2 * 800, 14 * 120
 FIT_MARGIN = 0.9                    # leave 10% for routing
 
 
@@ -112,7 +115,10 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
     builder = design.code.entries * max(1, design.hls.group - 1) * 16
     luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder + table_luts
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
-    dsps = (FLOAT_MULS + design.hls.attn_macs) * DSP_PER_FMUL + (FLOAT_ADDS + design.hls.attn_macs) * DSP_PER_FADD
+    extra = design.hls.ew_lanes - 1
+    dsps = ((FLOAT_MULS + extra * EW_FMULS + design.hls.attn_macs) * DSP_PER_FMUL
+            + (FLOAT_ADDS + extra * EW_FADDS + design.hls.attn_macs) * DSP_PER_FADD)
+    luts, ffs = luts + extra * (EW_FDIV_LUTS + EW_FLOAT_LUTS), ffs + extra * (EW_FDIV_LUTS + EW_FLOAT_LUTS)
     head_luts, head_ffs, head_dsps = head_units(design)
     decoder_luts, decoder_ffs = base3_decoders(design, board)
     luts, ffs = luts + decoder_luts, ffs + decoder_ffs

@@ -26,7 +26,7 @@ def model_config(model: str):
 def render(estimate, rows) -> None:
     design = estimate.design
     knobs = {k: design["hls"][k] for k in ("group", "half_table", "lanes", "tile_tokens", "attn_macs", "key_block",
-                                           "head_bits", "head_lanes", "top_k", "kv_bits", "trit_pack", "head_screen")}
+                                           "head_bits", "head_lanes", "top_k", "kv_bits", "trit_pack", "head_screen", "ew_lanes")}
     console.print(f"[bold]{estimate.board}[/bold]: {knobs}; ternary weights {estimate.weight_bytes / 1e9:.3f} GB, "
                   f"DDR roofline {estimate.roofline_tok_s:.1f} tok/s (ternary weights alone); LM head on the "
                   f"{estimate.lm_head}: {estimate.head_bytes / 1e6:.0f} MB a token")
@@ -80,6 +80,7 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
              lm_head_bits: int = typer.Option(8, "--lm-head-bits", help="Host LM head weight bits (8 or 4; --lm-head host)."),
              trit_pack: Optional[str] = typer.Option(None, "--trit-pack", help="Ternary words in DDR: code or base3 (5 trits a byte; default: searched)."),
              head_screen: Optional[int] = typer.Option(None, "--head-screen", help="Rows the decode head rescores after a 2-bit screen (0: full head; default: searched)."),
+             ew_lanes: Optional[int] = typer.Option(None, "--ew-lanes", help="Element-wise elements a cycle (default: searched)."),
              kv_bits: int = typer.Option(8, "--kv-bits", help="KV cache in DDR: 8 (int8 + a scale per token and kv head) or 32 (float32)."),
              json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Predict decode tok/s per context, TTFT per prompt, DDR traffic and LUT/FF/DSP/BRAM/URAM use."""
@@ -92,7 +93,7 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
     max_seq = min(max_seq, config.max_seq_len)
     hls = recommend_hls(config, target, max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits)
     given = {k: v for k, v in dict(group=group, lanes=lanes, tile_tokens=tile_tokens, attn_macs=attn_macs,
-                                   head_lanes=head_lanes, trit_pack=trit_pack, head_screen=head_screen).items() if v is not None}
+                                   head_lanes=head_lanes, trit_pack=trit_pack, head_screen=head_screen, ew_lanes=ew_lanes).items() if v is not None}
     hls = replace(hls, **given)
     result = estimate_config(config, target, hls, lm_head_bits=lm_head_bits, lm_head=lm_head)
     rows = compare_with_tellme(result) if target.name == "kv260" else []

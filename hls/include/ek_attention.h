@@ -23,6 +23,7 @@ namespace ek {
 template <int HD>
 void apply_rope(float x[HD], const float* rope_row) {
     for (int i = 0; i < HD / 2; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
         const float c = rope_row[2 * i], s = rope_row[2 * i + 1];
         const float x1 = x[i], x2 = x[i + HD / 2];
         x[i] = x1 * c - x2 * s;

@@ -73,7 +73,10 @@ struct Engine {
     static void block_input(const float h[TT][L::kD], const float* weight, int n_tok, float x[TT][L::kD]) {
         if (C::kLinearInputNorm) {
             for (int t = 0; t < n_tok; ++t)
-                for (int i = 0; i < L::kD; ++i) x[t][i] = h[t][i];
+                for (int i = 0; i < L::kD; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
+                    x[t][i] = h[t][i];
+                }
         } else {
             norm_rows<L::kD>(h, weight, n_tok, x);
         }
@@ -82,7 +85,10 @@ struct Engine {
     template <int N>
     static void add_rows(float h[TT][N], const float y[TT][N], int n_tok) {
         for (int t = 0; t < n_tok; ++t)
-            for (int i = 0; i < N; ++i) h[t][i] = h[t][i] + y[t][i];
+            for (int i = 0; i < N; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
+                h[t][i] = h[t][i] + y[t][i];
+            }
     }
 
     // q, k [TT][heads * HD] rotated at positions p0 + t.
@@ -136,8 +142,10 @@ struct Engine {
         bitlinear<L::kH, L::kD>(w + L::kW1, tables, n_tok, a_scale, p[4], gate);
         bitlinear<L::kH, L::kD>(w + L::kW3, tables, n_tok, a_scale, p[6], up);
         for (int t = 0; t < n_tok; ++t)
-            for (int i = 0; i < L::kH; ++i)
+            for (int i = 0; i < L::kH; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
                 act[t][i] = C::kRelu2 ? relu2_gate(gate[t][i], up[t][i]) : silu_gate(gate[t][i], up[t][i]);
+            }
         if (C::kSubNorms) norm_rows<L::kH>(act, p + L::kFfnSubNorm, n_tok, an);
         prepare_input<L::kH>(C::kSubNorms ? an : act, n_tok, a_scale, tables);
         bitlinear<L::kD, L::kH>(w + L::kW2, tables, n_tok, a_scale, p[5], y);

@@ -7,13 +7,24 @@
 
 namespace ek {
 
+#ifndef EK_EW_LANES
+#define EK_EW_LANES 1  // element-wise lanes (ek_config.h); the unroll factor of the element-wise loops
+#endif
+
+// sum_i x_i^2 with EK_EW_LANES partial sums (element i into lane i % lanes, each in index order), added in
+// lane order at the end: the unrolled loop has no carried float add, and the twin sums the same way.
 template <int N>
 float sum_squares(const float x[N]) {
-    float s = 0.0f;
+    float part[EK_EW_LANES];
+#pragma HLS ARRAY_PARTITION variable = part complete
+    for (int p = 0; p < EK_EW_LANES; ++p) part[p] = 0.0f;
     for (int i = 0; i < N; ++i) {
 #pragma HLS PIPELINE II = 1
-        s += x[i] * x[i];
+#pragma HLS UNROLL factor = EK_EW_LANES
+        part[i % EK_EW_LANES] += x[i] * x[i];
     }
+    float s = part[0];
+    for (int p = 1; p < EK_EW_LANES; ++p) s += part[p];
     return s;
 }
 
@@ -21,7 +32,10 @@ float sum_squares(const float x[N]) {
 template <int N>
 void rms_norm(const float x[N], const float* weight, float eps, float y[N]) {
     const float d = std::sqrt(sum_squares<N>(x) / (float)N + eps);
-    for (int i = 0; i < N; ++i) y[i] = x[i] / d * weight[i];
+    for (int i = 0; i < N; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
+        y[i] = x[i] / d * weight[i];
+    }
 }
 
 // bitllama2.c's weightless BitLinear norm: x / (N * rms(x)), zeros stay zeros.
@@ -29,18 +43,25 @@ template <int N>
 void bitlinear_norm(const float x[N], float y[N]) {
     const float rms = std::sqrt(sum_squares<N>(x) / (float)N);
     const float d = rms > 0.0f ? rms * (float)N : 1.0f;
-    for (int i = 0; i < N; ++i) y[i] = x[i] / d;
+    for (int i = 0; i < N; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
+        y[i] = x[i] / d;
+    }
 }
 
 // q = round_half_away(x / (max|x| / 127)) in [-127, 127]; returns the scale max|x| / 127.
 template <int N>
 float quantize_absmax(const float x[N], act_t q[N]) {
     float amax = 0.0f;
-    for (int i = 0; i < N; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
+    for (int i = 0; i < N; ++i) {
+#pragma HLS UNROLL factor = EK_EW_LANES
+        amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;   // max is exact in any order
+    }
     const float scale = amax / 127.0f;
     const float safe = scale > 0.0f ? scale : 1.0f;
     for (int i = 0; i < N; ++i) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = EK_EW_LANES
         const float v = x[i] / safe;
         const float r = std::floor(std::fabs(v) + 0.5f);
         q[i] = (int)(v < 0.0f ? -r : r);
