@@ -81,11 +81,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ek_repack": (i32, [ctypes.POINTER(Weight), i32, vp]),
         "ek_read_bandwidth": (ctypes.c_double, [szt, i32, i32]),
         "ek_preferred_layout": (i32, [ctypes.POINTER(Weight), i32]),
-        "ek_decode_layout": (i32, [ctypes.POINTER(Weight), i32]),
     }
-    # absent from older builds: ek_preferred_layout before the repacked layouts (native only), ek_decode_layout
-    # before the decode copies (one layout for every T)
-    optional = {"ek_preferred_layout", "ek_decode_layout"}
+    optional = {"ek_preferred_layout"}  # absent from builds before the repacked layouts: native only
     for name, (restype, argtypes) in signatures.items():
         if name in optional and not hasattr(lib, name):
             continue

@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 ACT_QUANT_MODES = ("int8_absmax", "none")
 LAYOUT_CHOICES = ("auto", "native", "lut3", "bitplane")
 DECODE, PREFILL = 1, 64  # token counts used to name the decode (GEMV) and prefill (GEMM) kernels
-DECODE_COPY_MAX_T = 8    # ek_kernels.h EK_DECODE_COPY_MAX_T: calls with fewer tokens read the decode copy
 
 
 class KernelInputError(ShapeMismatchError):
@@ -76,11 +75,7 @@ class PreparedLinear:
     measured choice, see src/lut.c); "native" keeps the packed rows as they are; "lut3" forces the ternary
     lookup-table layout (ek_t2/ek_t1 with one scale per tensor or row); "bitplane" the bit-serial LUT layout
     of ek_i2/i3/i4/u2/u3/u4 (src/bitplane.c). The repack happens here, once.
-    With "auto" the library may also ask for a decode copy in a second layout (ek_decode_layout: ek_t2 keeps
-    its native rows for prefill and a LUT3 copy for calls of fewer than DECODE_COPY_MAX_T tokens on AVX-512,
-    src/lut.c has the numbers); both are then held (the copy costs its size in memory).
-    `layout` names the layout in use afterwards (`decode_layout` the copy's, or None); `kernel_nbytes` the bytes
-    a prefill call streams, `decode_nbytes` those of a decode call."""
+    `layout` names the layout in use afterwards; `kernel_nbytes` the bytes a call streams."""
 
     def __init__(self, tensor: QuantizedTensor, act_quant: str, layout: str = "auto"):
         if act_quant not in ACT_QUANT_MODES:
@@ -99,9 +94,6 @@ class PreparedLinear:
         if self._weight is not None and not self.is_float:
             self._repack(layout)
         self._weight_ref = ctypes.byref(self._weight) if self._weight is not None else None
-        self.decode_layout, self._decode_ref, self._decode_bytes = None, self._weight_ref, None
-        if layout == "auto" and self._weight is not None and not self.is_float:
-            self._decode_copy()
         self.variant = self._choose_variant()
         self.last_variant = self.variant
 
@@ -123,34 +115,6 @@ class PreparedLinear:
         if self.layout == "native":
             return self.tensor.nbytes
         return int(self._keep[0].nbytes + self.tensor.nbytes - self.tensor.data.nbytes)
-
-    @property
-    def decode_nbytes(self) -> int:
-        """Bytes a decode call (fewer than DECODE_COPY_MAX_T tokens) reads: the decode copy's if there is one."""
-        if self._decode_bytes is None:
-            return self.kernel_nbytes
-        return int(self._decode_bytes.nbytes + self.tensor.nbytes - self.tensor.data.nbytes)
-
-    def _decode_copy(self) -> None:
-        """Keep a second, repacked copy for decode calls when ek_decode_layout asks for one."""
-        lib, weight = self._lib, self._weight
-        if self.layout != "native" or not hasattr(lib, "ek_decode_layout"):
-            return
-        layout_id = int(lib.ek_decode_layout(ctypes.byref(weight), self._act_kind()))
-        size = int(lib.ek_repack_size(ctypes.byref(weight), layout_id)) if layout_id else 0
-        if size == 0:
-            return
-        packed = aligned_empty(size)
-        if lib.ek_repack(ctypes.byref(weight), layout_id, packed.ctypes.data) != 0:
-            logger.info("decode copy of %s [%d x %d] not made: repack refused", self.tensor.format, self.rows, self.cols)
-            return
-        copy = _native.Weight.from_buffer_copy(weight)
-        copy.layout, copy.data = layout_id, packed.ctypes.data
-        self._decode_weight, self._decode_bytes = copy, packed
-        self._decode_ref = ctypes.byref(copy)
-        self.decode_layout = next(name for name, i in _native.LAYOUT_IDS.items() if i == layout_id)
-        self.variant = self._choose_variant()
-        self.last_variant = self.variant
 
     def _repack(self, layout: str) -> None:
         """Re-encode the weight into the layout the kernels want (ek_repack: streaming, multithreaded)."""
@@ -200,8 +164,7 @@ class PreparedLinear:
         names = []
         for tokens in (DECODE, PREFILL):
             reason = ctypes.c_char_p()
-            weight = self._decode_weight if tokens < DECODE_COPY_MAX_T and self.decode_layout else self._weight
-            name = self._lib.ek_kernel_choice(ctypes.byref(weight), self._act_kind(), tokens,
+            name = self._lib.ek_kernel_choice(ctypes.byref(self._weight), self._act_kind(), tokens,
                                               ctypes.byref(reason))
             if reason.value:
                 logger.info("%s [%d x %d] T=%d falls back to %s: %s", self.tensor.format, self.rows, self.cols,
@@ -226,7 +189,7 @@ class PreparedLinear:
             return self._float_call(x, out)
         # One foreign call: ek_linear quantizes x per token (int8 absmax, zero padded) before the kernel.
         act = _native.Act(_native.ACT_F32, self.cols, tokens, self.padded_cols, None, None, x.ctypes.data, None)
-        self._run(act, out, self._decode_ref if tokens < DECODE_COPY_MAX_T else self._weight_ref)
+        self._run(act, out)
         return out
 
     def _float_call(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -242,9 +205,9 @@ class PreparedLinear:
             out *= a_scale[:, None]
         return out
 
-    def _run(self, act: _native.Act, out: np.ndarray, weight_ref=None) -> None:
+    def _run(self, act: _native.Act, out: np.ndarray) -> None:
         name = ctypes.c_char_p()
-        status = self._lib.ek_linear(weight_ref or self._weight_ref, ctypes.byref(act), out.ctypes.data, self.rows,
+        status = self._lib.ek_linear(self._weight_ref, ctypes.byref(act), out.ctypes.data, self.rows,
                                      ctypes.byref(name))
         if status != 0:
             raise KernelInputError(f"kernel for {self.tensor.format} [{self.rows} x {self.cols}] refused the call: "
@@ -264,9 +227,8 @@ class PreparedLinear:
         return reference.linear_int8(self.tensor, padded, a_scale)
 
     def __repr__(self) -> str:
-        copy = f" + {self.decode_layout} decode copy" if self.decode_layout else ""
         return (f"PreparedLinear({self.tensor.format} [{self.rows} x {self.cols}] group {self.tensor.group_size}, "
-                f"act {self.act_quant}, layout {self.layout}{copy}, {self.variant})")
+                f"act {self.act_quant}, layout {self.layout}, {self.variant})")
 
 
 def quantize_padded(lib, x: np.ndarray, padded_cols: int) -> tuple[np.ndarray, np.ndarray]:

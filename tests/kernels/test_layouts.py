@@ -161,23 +161,3 @@ def test_auto_layout_is_the_measured_choice_and_names_itself():
     assert lin.layout in ("native", "lut3") and f"layout {lin.layout}" in repr(lin)
     grouped = kernels.prepare_linear(random_tensor(rng, "ek_t2", 64, 256, 32), "int8_absmax")
     assert grouped.layout == "native"  # LUT3 takes one scale per tensor or row only
-
-
-@needs_library
-@needs_avx512
-@pytest.mark.parametrize("group", [PER_TENSOR, PER_CHANNEL])
-def test_t2_decode_copy_serves_decode_and_native_rows_serve_prefill(group, use_isa):
-    """ek_t2 >= 2560 x 2560 on AVX-512: native rows (VNNI) for T >= 8, a LUT3 copy for T < 8; both bit-exact."""
-    use_isa("avx512")
-    rng = np.random.default_rng(zlib.crc32(f"decode-copy-{group}".encode()))
-    tensor = random_tensor(rng, "ek_t2", 2561, 2560, group)
-    lin = kernels.prepare_linear(tensor, "int8_absmax")
-    assert (lin.layout, lin.decode_layout) == ("native", "lut3") and "lut3 decode copy" in repr(lin)
-    assert lin.decode_nbytes < lin.kernel_nbytes
-    for tokens, kernel in ((1, "t2_lut3_avx512"), (2, "t2_lut3_avx512"), (7, "t2_lut3_avx512"), (8, "t2_vnni_avx512")):
-        x = rng.standard_normal((tokens, 2560)).astype(np.float32)
-        np.testing.assert_array_equal(lin(x), want(tensor, x))
-        assert lin.last_variant == kernel
-    small = kernels.prepare_linear(random_tensor(rng, "ek_t2", 640, 2560, group), "int8_absmax")
-    assert small.decode_layout is None                                   # below the measured size: no copy
-    assert kernels.prepare_linear(tensor, "int8_absmax", layout="native").decode_layout is None

@@ -142,11 +142,6 @@ const char *ek_kernel_choice(const ek_weight *w, int act_kind, int64_t tokens, c
  * the caller repacks with ek_repack_size / ek_repack and then sets w.layout and w.data. */
 int ek_preferred_layout(const ek_weight *w, int act_kind);
 
-/* A second layout to keep for decode calls (T < EK_DECODE_COPY_MAX_T) beside the preferred one, or
- * EK_LAYOUT_NATIVE for none (lut.c says where it pays); the caller repacks a copy with ek_repack. */
-#define EK_DECODE_COPY_MAX_T 8
-int ek_decode_layout(const ek_weight *w, int act_kind);
-
 /* The name of `isa`'s own kernel for (format, act kind, layout, T), or NULL if that ISA has none (listing only:
  * ignores whether the ISA runs on this CPU and the kernel's shape limits). */
 const char *ek_isa_kernel_name(int isa, int format, int act_kind, int layout, int64_t tokens);

@@ -305,23 +305,3 @@ int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa) {
     if (isa == EK_ISA_AVX2 && is_ternary(w->format)) return EK_LAYOUT_TERNARY_LUT3;
     return EK_LAYOUT_NATIVE;
 }
-
-/* A second layout worth keeping beside the preferred one for decode calls (T < EK_DECODE_COPY_MAX_T), or
- * EK_LAYOUT_NATIVE for none: the caller (kernels/api.py) then holds both copies and picks per call. ek_t2 on
- * AVX-512 keeps its native rows for prefill (VNNI, 2x LUT3's rate) and a LUT3 copy for decode: LUT3 reads
- * 1.67 instead of 2 bits per weight, and from DRAM at 2 threads it decodes faster on the large matrices.
- * Measured on this Sapphire Rapids (2 vCPUs, read probe 25.9 GB/s on 2 threads), 
- * `python scripts/kernel_bench.py --formats ek_t2 --threads 2 1 --layouts native lut3 --repeat 3`, Gw/s at 2 threads:
- *     shape        native vnni   lut3
- *     6912x2560       70.6       81.0
- *     2560x6912       71.1       73.8
- *     2560x2560       61.6       66.3
- *     640x2560        46.3       41.0   (small: below EK_DECODE_COPY_MIN_WEIGHTS, no copy)
- * The copy costs its size in memory (~0.43 GB for BitNet 2B4T). */
-#define EK_DECODE_COPY_MIN_WEIGHTS (2560 * 2560)
-int ek_decode_layout(const ek_weight *w, int act_kind) {
-    if (!w || w->layout != EK_LAYOUT_NATIVE || act_kind != EK_ACT_I8 || w->format != EK_FMT_T2 ||
-        w->group != w->cols || w->rows * w->cols < EK_DECODE_COPY_MIN_WEIGHTS || ek_get_isa() != EK_ISA_AVX512)
-        return EK_LAYOUT_NATIVE;
-    return EK_LAYOUT_TERNARY_LUT3;
-}
