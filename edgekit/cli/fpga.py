@@ -95,6 +95,11 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
     given = {k: v for k, v in dict(group=group, lanes=lanes, tile_tokens=tile_tokens, attn_macs=attn_macs,
                                    head_lanes=head_lanes, trit_pack=trit_pack, head_screen=head_screen, ew_lanes=ew_lanes).items() if v is not None}
     hls = replace(hls, **given)
+    if given:                                  # explicit knobs: refuse a design over the part, naming the knob
+        from edgekit.hls.design import design_for
+        from edgekit.hls.resources import check_fits
+
+        check_fits(design_for(config, hls), target)
     result = estimate_config(config, target, hls, lm_head_bits=lm_head_bits, lm_head=lm_head)
     rows = compare_with_tellme(result) if target.name == "kv260" else []
     if json_out:

@@ -55,6 +55,13 @@ def test_estimate_json_for_the_2b4t_shape():
     assert result["lm_head"] == "fpga" and result["design"]["hls"]["head_bits"] == 4
     assert all(row["head_s"] > 0 and row["ddr_bytes"] > result["weight_bytes"] + result["head_bytes"]
                for row in result["decode"])
+    assert result["design"]["hls"]["kv_bits"] == 8                  # the int8 KV cache is the default
+
+
+def test_explicit_knobs_over_the_part_are_refused_with_the_knob():
+    done = edgekit_cli("fpga", "estimate", "bitnet-b1.58-2b4t", "--board", "kv260", "--lanes", "256",
+                       "--tile-tokens", "8")
+    assert done.returncode == 1 and "luts but kv260" in done.stderr and "--lanes" in done.stderr
 
 
 @pytest.mark.slow
