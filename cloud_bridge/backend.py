@@ -2,7 +2,8 @@
 
 The cloud comes from the environment (the interface takes only a model and a context length):
 EDGEKIT_BRIDGE_URL (ws://HOST:PORT/v1/session; unset: standalone), EDGEKIT_BRIDGE_TOKEN,
-EDGEKIT_BRIDGE_THRESHOLD (default 0.8), EDGEKIT_BRIDGE_ENCODING (default f16). The exit heads are the
+EDGEKIT_BRIDGE_THRESHOLD (default `calibrated`: the per-exit thresholds stored with the heads, 0.8 when
+they have none; or one number), EDGEKIT_BRIDGE_ENCODING (default f16). The exit heads are the
 ones stored in the model's .edgekit file (`edgekit bridge train-exits`).
 
 Logits: `prefill` returns the next-token logits only, shape [1, vocab] (the edge never computes the
@@ -35,13 +36,15 @@ def open_bridge_edge(model: Model, config: BridgeConfig, context_length: int | N
 
 
 def config_from_environment() -> BridgeConfig:
+    raw = os.environ.get("EDGEKIT_BRIDGE_THRESHOLD", "calibrated").strip()
     try:
-        threshold = float(os.environ.get("EDGEKIT_BRIDGE_THRESHOLD", "0.8"))
+        threshold = 1.0 if raw == "calibrated" else float(raw)
     except ValueError:
-        raise ConfigError(f"EDGEKIT_BRIDGE_THRESHOLD={os.environ['EDGEKIT_BRIDGE_THRESHOLD']!r} is not a number",
-                          fix="e.g. EDGEKIT_BRIDGE_THRESHOLD=0.8") from None
+        raise ConfigError(f"EDGEKIT_BRIDGE_THRESHOLD={raw!r} is neither 'calibrated' nor a number",
+                          fix="e.g. EDGEKIT_BRIDGE_THRESHOLD=calibrated or 0.8") from None
     return BridgeConfig(url=os.environ.get("EDGEKIT_BRIDGE_URL") or None,
                         token=os.environ.get("EDGEKIT_BRIDGE_TOKEN") or None, threshold=threshold,
+                        calibrated=raw == "calibrated",
                         encoding=os.environ.get("EDGEKIT_BRIDGE_ENCODING", "f16"), top_k=CLOUD_TOP_K)
 
 

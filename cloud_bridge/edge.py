@@ -1,7 +1,8 @@
 """The edge half: blocks [0, split) with early exits, and the KV rule for layers an exit skipped.
 
-Exit rule (CE-CoLLM): after each exit layer the head's max-softmax confidence is compared with the
-threshold; the first confident exit answers the token. A token nobody answers is "hard": its residual
+Exit rule (CE-CoLLM): after each exit layer the exit rule's score (`rules.py`; max-softmax confidence
+unless the exits store another rule) is compared with that exit's threshold; the first confident exit
+answers the token. A token nobody answers is "hard": its residual
 stream at the boundary goes to the cloud.
 
 Layers above an early exit have no K/V for that token yet. Two ways to fill them (`kv_fill`):
@@ -26,8 +27,9 @@ import numpy as np
 from edgekit.errors import ConfigError, GenerationError
 from edgekit.model.model import Model
 
-from edgekit.cloud_bridge.exits import ExitHead, SplitPlan, confidence
+from edgekit.cloud_bridge.exits import ExitHead, SplitPlan, load_exit_rule
 from edgekit.cloud_bridge.layers import LayerStack
+from edgekit.cloud_bridge.rules import ExitRule
 
 KV_FILLS = ("deferred", "copy")
 
@@ -36,8 +38,8 @@ KV_FILLS = ("deferred", "copy")
 class EdgeStep:
     """The edge's answer for the token after `position`.
 
-    token / exit_layer are None for a hard token; `logits` are the last evaluated exit's (for a hard
-    token: the deepest exit's, the standalone fallback); `boundary` is the residual stream at the split
+    token / exit_layer are None for a hard token; `confidence` is the exit rule's score; `logits` are the
+    last evaluated exit's (for a hard token: the deepest exit's, the standalone fallback); `boundary` is the residual stream at the split
     for `position` (the vector a hard request carries)."""
 
     position: int
@@ -59,7 +61,8 @@ class EdgeRunner:
     """Runs the edge partition of one sequence; keeps every boundary state for (re-)upload."""
 
     def __init__(self, model: Model, heads: dict[int, ExitHead], plan: SplitPlan, kv_fill: str = "deferred",
-                 context_length: int | None = None, stack: LayerStack | None = None, max_pending: int = 32):
+                 context_length: int | None = None, stack: LayerStack | None = None, max_pending: int = 32,
+                 rule: ExitRule | None = None):
         if kv_fill not in KV_FILLS:
             raise ConfigError(f"kv_fill {kv_fill!r} is not one of {list(KV_FILLS)}", fix="use deferred or copy")
         missing = sorted(set(plan.exits) - set(heads))
@@ -70,6 +73,7 @@ class EdgeRunner:
         self.model, self.plan, self.kv_fill = model, plan, kv_fill
         self.max_pending = max(1, max_pending)   # deferred tokens carried at most this long (bounds the cloud's lag)
         self.heads = {layer: heads[layer] for layer in plan.exits}
+        self.rule = rule or load_exit_rule(model)   # default: the rule stored with the exits
         self.stack = stack or LayerStack(model)
         self.cache = self.stack.new_cache(context_length)
         self.boundary = np.zeros((self.cache.max_len, model.config.dim), dtype=np.float32)
@@ -98,7 +102,7 @@ class EdgeRunner:
         rows = self.stack.embed(tokens)
         positions = np.arange(first, first + len(tokens))
         self.length += len(tokens)
-        step = None
+        step, self._exit_logits = None, {}
         for layer in range(self.plan.split):
             rows, positions = self._join_pending(layer, rows, positions)
             rows = self.stack.run_layers(rows, layer, layer + 1, positions, self.cache)
@@ -128,7 +132,8 @@ class EdgeRunner:
 
     def _try_exit(self, layer: int, rows: np.ndarray, positions: np.ndarray, threshold) -> EdgeStep:
         logits = self.heads[layer].logits(rows[-1:])[0]
-        conf = float(confidence(logits[None])[0])
+        self._exit_logits[layer] = logits[None]
+        conf = float(self.rule.score(layer, self._exit_logits)[0])
         confident = conf >= (threshold[layer] if isinstance(threshold, dict) else threshold)
         return EdgeStep(int(positions[-1]), int(np.argmax(logits)) if confident else None,
                         layer if confident else None, conf, logits, None)

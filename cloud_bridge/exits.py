@@ -17,8 +17,10 @@ and, for heads trained with an adapter (`--adapter-hidden H`), a residual SiLU M
     exits.<l>.adapter_up     [H, dim]    packed like the output head
     exits.<l>.adapter_down   [dim, H]
 
-Each head's calibrated threshold (the lowest confidence at which the cascade keeps the target top-1
-agreement on held-out text, `train.calibrate_thresholds`) is stored in the metadata (`bridge_exits`).
+Each head's calibrated threshold (the lowest score at which the cascade keeps the target top-1
+agreement on held-out text, `train.calibrate_thresholds`) and the exit rule the thresholds apply to
+(`rules.py`: max-softmax, margin or a learned confidence predictor, with its parameters) are stored in
+the metadata (`bridge_exits`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from edgekit.kernels import PreparedLinear, prepare_linear
 from edgekit.model.loaders.edgekit_file import read_aux_tensors, save_model
 from edgekit.model.model import Model
 from edgekit.model.reference import rms_norm
+
+from edgekit.cloud_bridge.rules import ExitRule, MaxSoftmax, rule_from_json
 
 EXIT_PREFIX = "exits."
 HEADS_METADATA = "bridge_exits"
@@ -108,7 +112,7 @@ class ExitHead:
 
 
 def confidence(logits: np.ndarray) -> np.ndarray:
-    """Max softmax probability per row: logits [T, vocab] -> [T] (the CE-CoLLM exit criterion)."""
+    """Max softmax probability per row: logits [T, vocab] -> [T] (the max-softmax rule's score)."""
     z = logits.astype(np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     return (1.0 / np.exp(z).sum(axis=-1)).astype(np.float32)
@@ -126,10 +130,15 @@ def heads_to_aux(heads: dict[int, ExitHead]) -> dict[str, np.ndarray | Quantized
     return aux
 
 
-def save_with_exits(model: Model, heads: dict[int, ExitHead], path: str | Path, report: dict | None = None) -> Path:
-    """The packed model plus its exit heads, in one `.edgekit` file (written atomically)."""
+def save_with_exits(model: Model, heads: dict[int, ExitHead], path: str | Path, report: dict | None = None,
+                    rule: ExitRule | None = None) -> Path:
+    """The packed model plus its exit heads and exit rule (default: the one `train_exits` put in the report,
+    else max-softmax), in one `.edgekit` file (written atomically)."""
+    if rule is None and report is not None and report.get("rule") is not None:
+        rule = rule_from_json(report["rule"])
     thresholds = {str(l): h.threshold for l, h in sorted(heads.items()) if h.threshold is not None}
-    model.metadata[HEADS_METADATA] = json.dumps({"exits": sorted(heads), "thresholds": thresholds, "report": report})
+    model.metadata[HEADS_METADATA] = json.dumps({"exits": sorted(heads), "thresholds": thresholds,
+                                                 "rule": (rule or MaxSoftmax()).to_json(), "report": report})
     return save_model(model, path, recipe=_recipe(model), aux=heads_to_aux(heads))
 
 
@@ -157,6 +166,12 @@ def load_exit_heads(model: Model, path: str | Path | None = None) -> dict[int, E
     for layer, head in heads.items():
         head.threshold = thresholds.get(str(layer))
     return heads
+
+
+def load_exit_rule(model: Model) -> ExitRule:
+    """The exit rule stored with the model's exit heads (max-softmax for files that store none)."""
+    raw = model.metadata.get(HEADS_METADATA)
+    return rule_from_json(json.loads(raw).get("rule") if raw else None)
 
 
 def calibrated_thresholds(heads: dict[int, ExitHead]) -> dict[int, float] | None:

@@ -62,6 +62,8 @@ class ServerConfig:
                               f"idle_timeout_s={self.idle_timeout_s}, batch_window_ms={self.batch_window_ms}")
         if not self.max_requests_per_second > 0:
             raise ConfigError(f"max_requests_per_second {self.max_requests_per_second} must be positive")
+        if not self.resume_s >= 0:
+            raise ConfigError(f"resume_s {self.resume_s} must be >= 0", fix="e.g. --resume-s 30 (0: never resume)")
 
     def __repr__(self) -> str:  # never show the secret
         return f"ServerConfig(max_sessions={self.max_sessions}, max_context={self.max_context}, ...)"
@@ -197,7 +199,7 @@ class BridgeServer:
     def _resume(self, session_id, split: int, encoding: str, websocket) -> Session | None:
         """Session `session_id` on a new connection, if it is still held and matches. A session whose old
         connection the server has not yet seen drop is taken over (its id is a random secret of that edge)."""
-        if not isinstance(session_id, str):
+        if not isinstance(session_id, str) or self.config.resume_s <= 0:
             return None
         session = self.detached.get(session_id) or self.sessions.get(session_id)
         if session is None or session.context.split != split or session.encoding != encoding or self.draining:
@@ -211,7 +213,7 @@ class BridgeServer:
 
     def detach_session(self, session: Session) -> None:
         """The connection dropped without a close frame: keep the context for `resume_s`."""
-        if self.sessions.pop(session.id, None) is not None and not self.draining:
+        if self.sessions.pop(session.id, None) is not None and not self.draining and self.config.resume_s > 0:
             session.last_seen = time.monotonic()
             self.detached[session.id] = session
         self.metrics.sessions.set(len(self.sessions))

@@ -30,7 +30,7 @@ from edgekit.model.model import Model
 
 from edgekit.cloud_bridge.client import CloudLink, CloudUnavailable, LinkConfig
 from edgekit.cloud_bridge.edge import EdgeRunner, EdgeStep
-from edgekit.cloud_bridge.exits import ExitHead, SplitPlan
+from edgekit.cloud_bridge.exits import ExitHead, SplitPlan, calibrated_thresholds
 from edgekit.cloud_bridge.protocol import ENCODINGS, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class BridgeConfig:
     token: str | None = None
     threshold: float = 0.8
     exit_thresholds: dict[int, float] | None = None   # per exit (calibrated); the adaptive drop applies to each
+    calibrated: bool = False    # without exit_thresholds: use the heads' stored calibrated ones (else `threshold`)
     min_threshold: float = 0.5
     latency_budget_ms: float | None = None     # None: fixed threshold
     encoding: str = "f16"
@@ -126,6 +127,11 @@ class BridgeEdge:
         self.runner = EdgeRunner(model, heads, plan, config.kv_fill, context_length)
         self.fingerprint = model_fingerprint(model)
         self.threshold = AdaptiveThreshold(config)
+        self.exit_thresholds = config.exit_thresholds
+        if self.exit_thresholds is None and config.calibrated:
+            self.exit_thresholds = calibrated_thresholds(heads)
+            if self.exit_thresholds is None:
+                logger.warning("the exit heads carry no calibrated thresholds: using threshold %s", config.threshold)
         self.link: CloudLink | None = None
         self.session_key = uuid.uuid4().hex     # one per edge: a load balancer keeps its sessions together
         self.stats = BridgeStats()
@@ -161,9 +167,10 @@ class BridgeEdge:
 
     def _exit_thresholds(self) -> float | dict[int, float]:
         value, c = self.threshold.value, self.config
-        if c.exit_thresholds is None or c.threshold > 1.0:
+        if self.exit_thresholds is None or c.threshold > 1.0:
             return value
-        return {layer: max(c.min_threshold, t - (c.threshold - value)) for layer, t in c.exit_thresholds.items()}
+        return {layer: max(min(c.min_threshold, t), t - (c.threshold - value))
+                for layer, t in self.exit_thresholds.items()}
 
     def feed(self, tokens) -> Emitted:
         """Append tokens and answer the next one (edge exit, cloud, or standalone)."""

@@ -20,8 +20,9 @@ distribution instead: the full model's own greedy continuations (N tokens) of pr
 documents (`self_distill_chunks`), only the positions whose next token the edge decides while generating
 kept; `test_text` is then measured on the continuations of each test document's first prompt.
 
-The report gives, for each exit and threshold: coverage (share of tokens whose max-softmax confidence
-reaches the threshold) and top-1 agreement with the full model on those tokens, plus the cascade the edge
+The exit rule (`config.rule`, `rules.py`) turns the heads' logits into the score the thresholds apply to;
+the report (`report["rule"]`, saved with the heads) names it. The report gives, for each exit and
+threshold: coverage (share of tokens whose score reaches the threshold) and top-1 agreement with the full model on those tokens, plus the cascade the edge
 actually runs (first exit that is confident answers, the rest go to the cloud).
 """
 
@@ -38,13 +39,14 @@ from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
 from edgekit.quantize.evaluate import split_documents
 
-from edgekit.cloud_bridge.exits import Adapter, ExitHead, SplitPlan, confidence
+from edgekit.cloud_bridge.exits import Adapter, ExitHead, SplitPlan
 from edgekit.cloud_bridge.layers import LayerStack
+from edgekit.cloud_bridge.rules import RULES, ExitRule, Learned, MaxSoftmax, features as rule_features, make_rule
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-CANDIDATE_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.30, 0.996, 0.005), 3))
+CANDIDATE_THRESHOLDS = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 401), 4))   # scores lie in [0, 1]
 NEVER_EXIT = 1.01   # above any max-softmax probability: the exit never answers
 
 
@@ -69,6 +71,8 @@ class ExitTrainConfig:
     self_distill: int = 0                   # > 0: train/calibrate on this many greedy tokens per prompt
     prompt_tokens: int = 8                  # self-distillation prompt length (BOS included), as the bench
     prompts_per_document: int = 4           # self-distillation prompts per document (cuts every 32 tokens)
+    calibration_prompts_per_document: int = 1   # held-out prompts per document: the first cut, as the bench's
+    rule: str = "max-softmax"               # exit rule (rules.RULES); "learned" fits on half the held-out docs
 
     def __post_init__(self) -> None:
         if self.max_tokens < 64 or self.seq_len < 2 or self.steps < 0 or self.batch_tokens < 1 \
@@ -83,6 +87,9 @@ class ExitTrainConfig:
         if self.target_agreement is not None and not 0.0 < self.target_agreement + self.calibration_margin <= 1.0:
             raise ConfigError(f"target_agreement {self.target_agreement} + margin {self.calibration_margin} "
                               "must lie in (0, 1]", fix="e.g. --target-agreement 0.99")
+        if self.rule not in RULES or self.calibration_prompts_per_document < 1:
+            raise ConfigError(f"exit rule {self.rule!r} / calibration prompts per document "
+                              f"{self.calibration_prompts_per_document}", fix=f"use one of {sorted(RULES)} and >= 1")
         if not 0.0 < self.holdout < 1.0 or not self.lr > 0:
             raise ConfigError(f"holdout {self.holdout} must be in (0, 1) and lr {self.lr} positive")
         if any(not 0.0 < t <= 1.0 for t in self.thresholds):
@@ -270,18 +277,27 @@ def pack_head(weight: np.ndarray, packed_model: bool, config: ExitTrainConfig) -
     return quantize_rtn(weight, config.head_format, config.head_group_size)
 
 
-def head_predictions(heads: dict[int, ExitHead], features: Features) -> tuple[dict, dict]:
-    """({layer: confidence [N]}, {layer: top-1 [N]}) of every head on `features`."""
-    conf, top1 = {}, {}
-    for layer, head in heads.items():
-        logits = head.logits(features.at_exit[layer])
-        conf[layer], top1[layer] = confidence(logits), logits.argmax(axis=-1)
-    return conf, top1
+def exit_logits(heads: dict[int, ExitHead], features: Features) -> dict[int, np.ndarray]:
+    return {layer: head.logits(features.at_exit[layer]) for layer, head in heads.items()}
 
 
-def evaluate_heads(heads: dict[int, ExitHead], features: Features, thresholds) -> dict:
-    """Coverage and top-1 agreement per exit and threshold, and the edge's cascade, on `features`."""
-    conf, top1 = head_predictions(heads, features)
+def head_predictions(heads: dict[int, ExitHead], features: Features, rule: ExitRule | None = None) -> tuple[dict, dict]:
+    """({layer: exit-rule score [N]}, {layer: top-1 [N]}) of every head on `features` (default rule: max-softmax)."""
+    rule, logits = rule or MaxSoftmax(), exit_logits(heads, features)
+    conf = {layer: rule.score(layer, {e: z for e, z in logits.items() if e <= layer}) for layer in logits}
+    return conf, {layer: z.argmax(axis=-1) for layer, z in logits.items()}
+
+
+def fit_learned_rule(heads: dict[int, ExitHead], features: Features) -> Learned:
+    """The learned rule's per-exit predictors of P(exit top-1 == full model top-1), fitted on `features`."""
+    logits = exit_logits(heads, features)
+    rows = {l: rule_features(l, {e: z for e, z in logits.items() if e <= l}) for l in logits}
+    return Learned.fit(rows, {l: z.argmax(axis=-1) == features.teacher_top1 for l, z in logits.items()})
+
+
+def evaluate_heads(heads: dict[int, ExitHead], features: Features, thresholds, rule: ExitRule | None = None) -> dict:
+    """Coverage and top-1 agreement per exit and threshold (on the rule's score), and the edge's cascade."""
+    conf, top1 = head_predictions(heads, features, rule)
     teacher = features.teacher_top1
     rows = []
     for layer in sorted(heads):
@@ -363,7 +379,7 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
         return collect_features(stack, text_chunks(model, docs, config, tokens), plan.exits)
 
     train = features(train_docs, config.max_tokens - held_tokens)
-    held = features(held_docs, held_tokens)
+    held = features(held_docs, held_tokens, config.calibration_prompts_per_document)
     w_out, g_final = output_weight(stack), np.asarray(model.tensors["norm"], dtype=np.float32)
     eps = model.config.norm_eps
     initial = {l: ExitHead(l, g_final, pack_head(w_out, model.is_packed, config), eps) for l in plan.exits}
@@ -380,16 +396,27 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
               else "text (teacher forcing)",
               "train_kl": {str(l): v for l, v in kl.items()},
               "untrained": evaluate_heads(initial, held, config.thresholds)}
+    if config.rule == "learned":    # predictors fitted on the first half of the held-out docs, calibrated on the rest
+        if len(held_docs) < 2:
+            raise GenerationError(f"the learned exit rule needs >= 2 held-out documents, the text leaves "
+                                  f"{len(held_docs)}", fix="pass a text with more documents (<|endoftext|>)")
+        fit_docs, held_docs = held_docs[: len(held_docs) // 2], held_docs[len(held_docs) // 2:]
+        rule = fit_learned_rule(heads, features(fit_docs, held_tokens, config.calibration_prompts_per_document))
+        held = features(held_docs, held_tokens, config.calibration_prompts_per_document)
+        report.update(rule_fit_documents=len(fit_docs), heldout_documents=len(held_docs), heldout_tokens=len(held.final))
+    else:
+        rule = make_rule(config.rule)
+    report["rule"] = rule.to_json()
     if config.target_agreement is not None:
-        conf, top1 = head_predictions(heads, held)
+        conf, top1 = head_predictions(heads, held, rule)
         target = config.target_agreement + config.calibration_margin
         for layer, t in calibrate_thresholds(conf, top1, held.teacher_top1, target).items():
             heads[layer].threshold = t
         report["target_agreement"], report["calibrated_to"] = config.target_agreement, target
-    report["trained"] = evaluate_heads(heads, held, config.thresholds)
+    report["trained"] = evaluate_heads(heads, held, config.thresholds, rule)
     if test_text is not None:
         test_docs = split_documents(test_text)
         test = features(test_docs, held_tokens, 1) if config.self_distill else \
             collect_features(stack, text_chunks(model, test_docs, config, held_tokens), plan.exits)
-        report["test"] = evaluate_heads(heads, test, config.thresholds)
+        report["test"] = evaluate_heads(heads, test, config.thresholds, rule)
     return heads, report

@@ -65,6 +65,9 @@ def train_exits_cmd(model: Path = MODEL_ARG,
                                                      "decides on while generating (0: the text itself)."),
                     prompts_per_doc: int = typer.Option(4, "--prompts-per-doc", help="With --self-distill: "
                                                         "prompts per document (first 8 tokens, then every 32)."),
+                    rule: str = typer.Option("max-softmax", "--rule", help="Exit rule the thresholds apply to: "
+                                             "max-softmax, margin (p1 - p2), or learned (a per-exit confidence "
+                                             "predictor fitted on half the held-out documents)."),
                     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Train early-exit heads by distillation (backbone frozen) and store them with the packed model."""
     from edgekit.cloud_bridge.exits import SplitPlan, save_with_exits
@@ -76,7 +79,7 @@ def train_exits_cmd(model: Path = MODEL_ARG,
     plan = SplitPlan.parse(exits, loaded.config.n_layers)
     config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr,
                              adapter_hidden=adapter_hidden, target_agreement=target, self_distill=self_distill,
-                             prompts_per_document=prompts_per_doc)
+                             prompts_per_document=prompts_per_doc, rule=rule)
     test = read_utf8_text(test_text, "test text") if test_text is not None else None
     heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config, test)
     save_with_exits(loaded, heads, output, report)
@@ -126,6 +129,8 @@ def serve_cmd(model: Path = MODEL_ARG,
                                          "second."),
               idle_timeout: float = typer.Option(300.0, "--idle-timeout", help="Close sessions idle this many "
                                                  "seconds."),
+              resume_s: float = typer.Option(30.0, "--resume-s", help="Keep a session whose connection dropped "
+                                             "(no close frame) this many seconds for the edge to resume (0: never)."),
               max_batch: int = typer.Option(16, "--max-batch", help="Hard requests answered together at most."),
               batch_window_ms: float = typer.Option(1.0, "--batch-window-ms", help="Wait this long for more "
                                                     "requests to batch."),
@@ -142,7 +147,7 @@ def serve_cmd(model: Path = MODEL_ARG,
 
     config = ServerConfig(token=read_token(token_file, required=True), max_sessions=max_sessions,
                           max_context=max_context, max_requests_per_second=rate, idle_timeout_s=idle_timeout,
-                          max_batch=max_batch, batch_window_ms=batch_window_ms, kernels=kernels)
+                          resume_s=resume_s, max_batch=max_batch, batch_window_ms=batch_window_ms, kernels=kernels)
     if use_ray:
         from edgekit.cloud_bridge.ray_app import serve_ray_forever
 
@@ -165,8 +170,10 @@ def run_cmd(model: Path = MODEL_ARG,
             token_file: Optional[Path] = TOKEN_FILE_OPT,
             prompt: str = typer.Option("", "--prompt", "-p", help="Prompt text (empty: start from BOS)."),
             max_tokens: int = typer.Option(64, "--max-tokens", "-n", help="Tokens to generate at most."),
-            threshold: float = typer.Option(0.8, "--threshold", help="Exit confidence threshold (above 1: every "
-                                            "token goes to the cloud)."),
+            threshold: str = typer.Option("calibrated", "--threshold", help="Exit threshold: 'calibrated' (the "
+                                          "per-exit thresholds stored with the heads, for their exit rule; 0.8 "
+                                          "if they have none) or one number for every exit (above 1: every token "
+                                          "goes to the cloud)."),
             latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Lower the "
                                                               "threshold when cloud answers cost more than this."),
             encoding: str = typer.Option("f16", "--encoding", help="Boundary states on the wire: f32, f16, int8."),
@@ -179,9 +186,16 @@ def run_cmd(model: Path = MODEL_ARG,
     from edgekit.runtime import TextStream
 
     loaded = load(model)
-    config = BridgeConfig(url=url, token=read_token(token_file, required=url is not None), threshold=threshold,
+    calibrated = threshold.strip() == "calibrated"
+    value = 1.0 if calibrated else (_floats(threshold, "--threshold") or (0.8,))[0]
+    config = BridgeConfig(url=url, token=read_token(token_file, required=url is not None), threshold=value,
+                          calibrated=calibrated,
                           latency_budget_ms=latency_budget_ms, encoding=encoding, kv_fill=kv_fill)
     edge = open_bridge_edge(loaded, config)
+    chosen = edge.exit_thresholds
+    err_console.print(f"[dim]exit rule {edge.runner.rule.name}, thresholds " + (
+        "calibrated " + ", ".join(f"{l}: {t:g}" for l, t in sorted(chosen.items())) if chosen is not None
+        else f"{config.threshold:g}") + "[/dim]", highlight=False)
     prompt_ids = loaded.tokenizer.encode(prompt)
     stream = TextStream(loaded.tokenizer, prompt_ids)
     console.print(stream.emitted, end="", style="bold", highlight=False, markup=False)

@@ -50,3 +50,8 @@ def test_run_with_backend_bridge_against_a_live_server(bridge_model, bridge_mode
         assert bridged.returncode == 0, bridged.stderr
         assert "cloud 10" in bridged.stderr
         assert bridged.stdout.strip() == result.stdout.strip()       # same greedy text both ways
+        calibrated = edgekit_cli("bridge", "run", bridge_model_path, "--url", server.ws_url, "-n", "6", "-p",
+                                 "Once upon a time", env={"EDGEKIT_BRIDGE_TOKEN": TOKEN})
+        assert calibrated.returncode == 0, calibrated.stderr
+        thresholds = json.loads(bridge_model.metadata["bridge_exits"])["thresholds"]   # the default: stored ones
+        assert "exit rule max-softmax, thresholds calibrated 1: " + f"{thresholds['1']:g}" in calibrated.stderr

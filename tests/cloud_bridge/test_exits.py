@@ -160,7 +160,7 @@ def test_self_distillation_trains_on_the_models_own_continuations():
     model = load(DEFAULT_MODEL)
     stack = LayerStack(model)
     config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, self_distill=16,
-                             prompts_per_document=4)
+                             prompts_per_document=4, calibration_prompts_per_document=4)   # one held-out document
     docs = split_text(TEXT, 0.2)[0]
     chunks, keep = self_distill_chunks(model, stack, docs, config, 400)
     first = model.tokenizer.encode(docs[0], add_bos=True)

@@ -181,6 +181,20 @@ def test_dropped_connection_resumes_the_cloud_session_without_a_full_re_upload(s
     _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
 
 
+def test_resume_s_zero_rebuilds_a_dropped_connection_by_re_upload(bridge_model, bridge_heads):
+    prompt = _prompt(bridge_model)
+    with BackgroundServer(bridge_model, ServerConfig(token=TOKEN, resume_s=0.0)) as no_resume:
+        edge = _edge(bridge_model, bridge_heads, no_resume.ws_url, threshold=2.0, encoding="f32", reconnect_s=0.0)
+        out = [edge.feed(prompt)]
+        for i in range(10):
+            if i == 5:
+                edge.link.ws.socket.shutdown(socket.SHUT_RDWR)     # no close frame, but the server keeps nothing
+            out.append(edge.feed([out[-1].token]))
+        edge.close()
+    assert edge.stats.reconnects == 2 and edge.stats.resumed == 0
+    _assert_cloud_tokens_are_full_model_tokens(bridge_model, prompt, out)
+
+
 def test_concurrent_sessions_are_isolated(server, bridge_model, bridge_heads):
     """A bounded soak: 8 sessions at once, each must produce exactly what it produces alone."""
     prompts = [_prompt(bridge_model, text) for text in ("Once upon a time", "The cat", "A big red ball",
