@@ -340,6 +340,27 @@ EK_INLINE __m512i row_sum_vector(const int format, const ek_weight *w, const int
      * indexed the accumulators at run time, which put them on the stack: i4 decode fell from 56 to 35 Gw/s. */
     __m512i pacc[5];
     for (int p = 0; p < 5; p++) pacc[p] = _mm512_setzero_si512();
+    /* 2-bit codes: plane p masked in place (its codes times 4^p) instead of shifted down and masked, and the factor
+     * shifted out of the int32 sums once per row: 4 ops fewer per 64 bytes. Measured (kernel_bench.py, DRAM, 2
+     * threads, Sapphire Rapids, same loaded VM): ek_t2 6912x2560 52.4 -> 58.7 Gw/s, 2560x2560 49.7 -> 58.3. */
+    if (planes_of(format) == 4) {
+        const __m512i m0 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(12), m2 = _mm512_set1_epi8(48),
+                      m3 = _mm512_set1_epi8((char)192);
+        FOR_EACH_CHUNK(format, w, {
+            _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
+            __m512i v = n >= 64 ? _mm512_loadu_si512((const void *)(row + c * 64))
+                                : _mm512_maskz_loadu_epi8((__mmask64)(~0ULL >> (64 - n)), (const void *)(row + c * 64));
+            const int8_t *xc = x + c * cw;
+            pacc[0] = _mm512_dpbusd_epi32(pacc[0], _mm512_and_si512(v, m0), _mm512_load_si512((const void *)xc));
+            pacc[1] = _mm512_dpbusd_epi32(pacc[1], _mm512_and_si512(v, m1), _mm512_load_si512((const void *)(xc + 64)));
+            pacc[2] = _mm512_dpbusd_epi32(pacc[2], _mm512_and_si512(v, m2), _mm512_load_si512((const void *)(xc + 128)));
+            pacc[3] = _mm512_dpbusd_epi32(pacc[3], _mm512_and_si512(v, m3), _mm512_load_si512((const void *)(xc + 192)));
+        });
+        /* pacc[p] = 4^p * sum(c_p * x) exactly (|4^p c x| <= 192 * 128 per product, K / 64 products per lane:
+         * far below 2^31), so the arithmetic shifts are exact: the same int32 sums as decode_planes' shifts. */
+        return _mm512_add_epi32(_mm512_add_epi32(pacc[0], _mm512_srai_epi32(pacc[1], 2)),
+                                _mm512_add_epi32(_mm512_srai_epi32(pacc[2], 4), _mm512_srai_epi32(pacc[3], 6)));
+    }
     FOR_EACH_CHUNK(format, w, {
         __m512i pl[5];
         _mm_prefetch((const char *)(row + c * 64 + EK_PREFETCH), _MM_HINT_T0);
