@@ -280,6 +280,8 @@ def quantize(model: Path = MODEL_ARG,
                                       "function)."),
              steps: int = typer.Option(200, "--steps", help="QAT: optimizer steps."),
              lr: float = typer.Option(1e-3, "--lr", help="QAT: peak learning rate (warm-up, then cosine)."),
+             min_lr_ratio: float = typer.Option(0.1, "--min-lr-ratio", help="QAT: final learning rate over the "
+                                                "peak (0 decays to zero)."),
              batch_size: int = typer.Option(8, "--batch-size", help="QAT: sequences per step."),
              seq_len: int = typer.Option(128, "--seq-len", help="QAT: tokens per sequence."),
              checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="QAT: save a checkpoint "
@@ -301,7 +303,8 @@ def quantize(model: Path = MODEL_ARG,
         config = _qat_config(fmt, group_size, embedding_format, output_format, act_quant, steps, lr, batch_size,
                              seq_len, calib_first_document, overrides, keep_float, rotate,
                              dict(scale_search=scale_search, init=qat_init, grid=qat_grid,
-                                  scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens, awq=awq))
+                                  scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens, awq=awq,
+                                  min_lr_ratio=min_lr_ratio))
     else:
         config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
                                 output_format=output_format, overrides=overrides, keep_float=list(keep_float),

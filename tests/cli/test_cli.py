@@ -146,10 +146,12 @@ def test_quantize_with_qat_awq_stores_awq_in_the_recipe(models, tinystories, tmp
     out = tmp_path / "a.edgekit"
     result = edgekit_cli("quantize", models / "stories260K.bin", "-o", out, "--format", "ek_i4", "--group-size", "32",
                          "--method", "qat", "--awq", "--calib", tinystories, "--calib-first-document", "20",
-                         "--calib-tokens", "512", "--steps", "2", "--batch-size", "1", "--seq-len", "32")
+                         "--calib-tokens", "512", "--steps", "2", "--batch-size", "1", "--seq-len", "32",
+                         "--min-lr-ratio", "0")
     assert result.returncode == 0, result.stderr
     recipe = json.loads(json.loads(edgekit_cli("inspect", out, "--json").stdout)["metadata"]["recipe"])
     assert recipe["awq"] is True and recipe["format"] == "ek_i4" and recipe["calib_tokens"] == 512
+    assert recipe["min_lr_ratio"] == 0.0
 
 
 def test_quantize_with_qat_needs_text_and_refuses_ptq_only_options(models, tmp_path):
