@@ -28,13 +28,13 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-# Opt-in: the recipe measures +2.92% here (AMD EPYC, AVX-512, one torch thread), 0.08% under the bound, and the
-# same recipe moved by ~0.5% between torch thread counts, so on another CPU's float kernels it may land either side
-# of 3%. Until a recipe with a real margin exists, CI does not gate on it; EDGEKIT_INT4_TARGET_TEST=1 runs it
-# (about 5 minutes on 2 cores).
+# Opt-in: the recipe measures +2.78% (KL 0.0205) here (Xeon, AVX-512, one torch thread), 0.22% under the bound,
+# and recipes of this kind moved by up to ~0.5% between torch thread counts, so on another CPU's float kernels it
+# may land either side of 3%. Until a recipe with a real margin exists (+2.5% or better at 1 and 2 threads), CI
+# does not gate on it; EDGEKIT_INT4_TARGET_TEST=1 runs it (about 7 minutes on 2 idle cores, 600 QAT steps + eval).
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("EDGEKIT_INT4_TARGET_TEST") != "1",
-                    reason="int4 target margin is 0.08%: opt in with EDGEKIT_INT4_TARGET_TEST=1")
+                    reason="int4 target margin is 0.22%: opt in with EDGEKIT_INT4_TARGET_TEST=1")
 def test_int4_g32_perplexity_is_within_3_percent_of_float(models, tinystories, one_torch_thread):
     stories = load(models / "stories260K.bin")
     fmt, group, _, steps, lr, options = INT4_TARGET_RECIPE
