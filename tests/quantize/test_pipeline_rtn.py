@@ -31,6 +31,8 @@ def test_config_round_trip_and_validation():
         QuantizeConfig(format="q4_k")
     with pytest.raises(ConfigError, match="absmean"):
         QuantizeConfig(format="ek_t2", method="rtn")
+    with pytest.raises(ConfigError, match=r"'bogus'.*rtn"):
+        QuantizeConfig(format="ek_i4", method="bogus")
     with pytest.raises(ConfigError, match="group size 48"):
         QuantizeConfig(format="ek_i4", method="rtn", group_size=48)
     with pytest.raises(ConfigError, match="pattern"):
@@ -83,11 +85,12 @@ def test_int8_perplexity_within_half_a_percent(stories, tinystories):
     assert abs(ppl - float_ppl) / float_ppl < 0.005
 
 
-def test_nan_weights_are_refused_by_name(stories):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_weights_are_refused_by_name(stories, value):
     tensors = dict(stories.tensors)
     bad = np.array(tensors["layers.3.w1"])
-    bad[2, 5] = np.nan
+    bad[2, 5] = value
     tensors["layers.3.w1"] = bad
     broken = Model(stories.config, tensors, stories.tokenizer, stories.source, stories.source_format)
-    with pytest.raises(QuantizationError, match=r"layers\.3\.w1.*NaN"):
+    with pytest.raises(QuantizationError, match=r"layers\.3\.w1.*1 NaN/Inf"):
         quantize_model(broken, QuantizeConfig(format="ek_i4", method="rtn"))
