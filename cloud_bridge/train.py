@@ -29,7 +29,9 @@ actually runs (first exit that is confident answers, the rest go to the cloud).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -68,11 +70,13 @@ class ExitTrainConfig:
     adapter_hidden: int = 0                 # 0: no adapter (norm + LM head only)
     target_agreement: float | None = 0.99   # calibrate per-exit thresholds to this cascade agreement (None: don't)
     calibration_margin: float = 0.002       # calibrate to target + margin: held-out and test text differ
+    calibration_confidence: float | None = None   # instead of the margin: the agreement's binomial lower bound
     self_distill: int = 0                   # > 0: train/calibrate on this many greedy tokens per prompt
     prompt_tokens: int = 8                  # self-distillation prompt length (BOS included), as the bench
     prompts_per_document: int = 4           # self-distillation prompts per document (cuts every 32 tokens)
     calibration_prompts_per_document: int = 1   # held-out prompts per document: the first cut, as the bench's
     rule: str = "max-softmax"               # exit rule (rules.RULES); "learned" fits on half the held-out docs
+    curve: tuple[tuple[float, float | None], ...] = ()   # (target, confidence) settings for the report's trade-off
 
     def __post_init__(self) -> None:
         if self.max_tokens < 64 or self.seq_len < 2 or self.steps < 0 or self.batch_tokens < 1 \
@@ -87,11 +91,17 @@ class ExitTrainConfig:
         if self.target_agreement is not None and not 0.0 < self.target_agreement + self.calibration_margin <= 1.0:
             raise ConfigError(f"target_agreement {self.target_agreement} + margin {self.calibration_margin} "
                               "must lie in (0, 1]", fix="e.g. --target-agreement 0.99")
+        if self.calibration_confidence is not None and not 0.0 < self.calibration_confidence < 1.0:
+            raise ConfigError(f"calibration confidence {self.calibration_confidence} must lie in (0, 1)",
+                              fix="e.g. --confidence 0.95 (a one-sided Clopper-Pearson bound)")
         if self.rule not in RULES or self.calibration_prompts_per_document < 1:
             raise ConfigError(f"exit rule {self.rule!r} / calibration prompts per document "
                               f"{self.calibration_prompts_per_document}", fix=f"use one of {sorted(RULES)} and >= 1")
         if not 0.0 < self.holdout < 1.0 or not self.lr > 0:
             raise ConfigError(f"holdout {self.holdout} must be in (0, 1) and lr {self.lr} positive")
+        if any(not 0.0 < t <= 1.0 or (c is not None and not 0.0 < c < 1.0) for t, c in self.curve):
+            raise ConfigError(f"calibration curve settings {list(self.curve)}: targets must lie in (0, 1] and "
+                              "confidences in (0, 1)", fix="e.g. --curve 0.99,0.995,0.99@0.95")
         if any(not 0.0 < t <= 1.0 for t in self.thresholds):
             raise ConfigError(f"thresholds {list(self.thresholds)} must lie in (0, 1]")
 
@@ -331,12 +341,53 @@ def cascade_row(conf: dict, top1: dict, teacher: np.ndarray, threshold: float | 
             "share_per_exit": per_exit}
 
 
+@lru_cache(maxsize=65536)
+def binomial_upper_bound(errors: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound on a binomial rate: the p with P(X <= errors | n, p) =
+    1 - confidence (bisection on the exact binomial CDF, summed in log space). errors == n gives 1."""
+    if not 0 <= errors <= n or n < 1:
+        raise ConfigError(f"binomial bound of {errors} errors in {n} rows", fix="use 0 <= errors <= n, n >= 1")
+    if errors == n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if errors == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    i = np.arange(errors + 1, dtype=np.float64)
+    log_comb = math.lgamma(n + 1) - np.array([math.lgamma(k + 1) + math.lgamma(n - k + 1) for k in range(errors + 1)])
+
+    def cdf(p: float) -> float:
+        terms = log_comb + i * math.log(p) + (n - i) * math.log1p(-p)
+        top = terms.max()
+        return float(math.exp(top) * np.exp(terms - top).sum())
+
+    lo, hi = errors / n, 1.0
+    for _ in range(60):    # the CDF falls with p: keep cdf(lo) > alpha >= cdf(hi)
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def agreement_bound(row: dict, n: int, confidence: float | None) -> float:
+    """A cascade row's agreement (confidence None) or its lower confidence bound: 1 - the Clopper-Pearson
+    upper bound on the disagreement rate over all n rows (cloud tokens count as agreeing, as in the row)."""
+    if confidence is None:
+        return row["agreement"]
+    errors = int(round((1.0 - row["agreement"]) * n))
+    return 1.0 - binomial_upper_bound(errors, n, confidence)
+
+
 def calibrate_thresholds(conf: dict, top1: dict, teacher: np.ndarray, target: float,
-                         candidates=CANDIDATE_THRESHOLDS, rounds: int = 4) -> dict[int, float]:
+                         candidates=CANDIDATE_THRESHOLDS, rounds: int = 4,
+                         confidence: float | None = None) -> dict[int, float]:
     """Per-exit thresholds maximising the cascade's edge share with agreement >= target, by coordinate
     ascent over `candidates` (each exit in turn, the others fixed; ties keep the higher threshold),
-    starting from every exit off (NEVER_EXIT; an exit that cannot keep the target stays off)."""
-    layers = sorted(conf)
+    starting from every exit off (NEVER_EXIT; an exit that cannot keep the target stays off).
+
+    With `confidence` (e.g. 0.95) the held-out agreement itself is not enough: its one-sided
+    Clopper-Pearson lower bound (`agreement_bound`) must reach the target. The bound treats rows as
+    independent draws; tokens of one continuation are correlated, so it is a heuristic guard against the
+    search picking thresholds that pass by noise on few rows, not a guarantee."""
+    layers, n = sorted(conf), len(teacher)
     best = {l: NEVER_EXIT for l in layers}
     for _ in range(rounds):
         changed = False
@@ -344,13 +395,28 @@ def calibrate_thresholds(conf: dict, top1: dict, teacher: np.ndarray, target: fl
             top = (cascade_row(conf, top1, teacher, best)["edge_share"], best[layer])
             for t in candidates:
                 row = cascade_row(conf, top1, teacher, {**best, layer: float(t)})
-                if row["agreement"] >= target and (row["edge_share"], float(t)) > top:
+                if (row["edge_share"], float(t)) > top and agreement_bound(row, n, confidence) >= target:
                     top = (row["edge_share"], float(t))
             changed |= top[1] != best[layer]
             best[layer] = top[1]
         if not changed:
             break
     return best
+
+
+def calibration_curve(held: tuple[dict, dict, np.ndarray], test: tuple[dict, dict, np.ndarray] | None,
+                      settings: list[tuple[float, float | None]]) -> list[dict]:
+    """The calibration trade-off: for each (target, confidence) setting, the thresholds calibrated on
+    `held` (scores, top-1s, teacher) and the cascade they give there and, measured only, on `test`."""
+    rows = []
+    for target, confidence in settings:
+        chosen = calibrate_thresholds(*held, target, confidence=confidence)
+        row = {"target": target, "confidence": confidence, "thresholds": {str(l): t for l, t in chosen.items()},
+               "heldout": cascade_row(*held, chosen)}
+        if test is not None:
+            row["test"] = cascade_row(*test, chosen)
+        rows.append(row)
+    return rows
 
 
 def split_text(text: str, holdout: float) -> tuple[list[str], list[str]]:
@@ -395,6 +461,11 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
                        f"prompt(s) of {config.prompt_tokens}+32j tokens per document") if config.self_distill
               else "text (teacher forcing)",
               "train_kl": {str(l): v for l, v in kl.items()},
+              "config": {"max_tokens": config.max_tokens, "holdout": config.holdout, "seq_len": config.seq_len,
+                         "lr": config.lr, "batch_tokens": config.batch_tokens, "seed": config.seed,
+                         "self_distill": config.self_distill, "prompt_tokens": config.prompt_tokens,
+                         "prompts_per_document": config.prompts_per_document,
+                         "calibration_prompts_per_document": config.calibration_prompts_per_document},
               "untrained": evaluate_heads(initial, held, config.thresholds)}
     if config.rule == "learned":    # predictors fitted on the first half of the held-out docs, calibrated on the rest
         if len(held_docs) < 2:
@@ -407,16 +478,65 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
     else:
         rule = make_rule(config.rule)
     report["rule"] = rule.to_json()
+    conf, top1 = head_predictions(heads, held, rule)
     if config.target_agreement is not None:
-        conf, top1 = head_predictions(heads, held, rule)
-        target = config.target_agreement + config.calibration_margin
-        for layer, t in calibrate_thresholds(conf, top1, held.teacher_top1, target).items():
+        target = config.target_agreement + (config.calibration_margin if config.calibration_confidence is None else 0.0)
+        for layer, t in calibrate_thresholds(conf, top1, held.teacher_top1, target,
+                                             confidence=config.calibration_confidence).items():
             heads[layer].threshold = t
         report["target_agreement"], report["calibrated_to"] = config.target_agreement, target
+        report["calibration_confidence"] = config.calibration_confidence
     report["trained"] = evaluate_heads(heads, held, config.thresholds, rule)
+    test_pred = None
     if test_text is not None:
         test_docs = split_documents(test_text)
         test = features(test_docs, held_tokens, 1) if config.self_distill else \
             collect_features(stack, text_chunks(model, test_docs, config, held_tokens), plan.exits)
         report["test"] = evaluate_heads(heads, test, config.thresholds, rule)
+        test_pred = (*head_predictions(heads, test, rule), test.teacher_top1)
+    if config.curve:
+        report["calibration_curve"] = calibration_curve((conf, top1, held.teacher_top1), test_pred,
+                                                        list(config.curve))
     return heads, report
+
+
+def recalibrate_exits(model: Model, heads: dict[int, ExitHead], rule: ExitRule, text: str, config: ExitTrainConfig,
+                      test_text: str | None = None) -> dict:
+    """Re-choose trained heads' thresholds without training them again: the calibration rows are rebuilt from
+    the same training text and settings (`config`: holdout, max_tokens, self_distill ... as in training, which
+    `train_exits` stores in report["config"]), i.e. the held-out documents (for the learned rule, the second
+    half that was not used to fit it); thresholds are set on `heads` by `config.target_agreement` and
+    `config.calibration_confidence`. Returns the report: held-out and test cascades and `config.curve`."""
+    if config.target_agreement is None:
+        raise ConfigError("recalibration needs a target agreement", fix="pass --target-agreement, e.g. 0.99")
+    plan = SplitPlan(tuple(sorted(heads)), model.config.n_layers)
+    stack = LayerStack(model)
+    _, held_docs = split_text(text, config.holdout)
+    if rule.name == "learned":
+        held_docs = held_docs[len(held_docs) // 2:]
+    held_tokens = max(64, round(config.max_tokens * config.holdout))
+
+    def features(docs: list[str], per_doc: int) -> Features:
+        if config.self_distill:
+            chunks, keep = self_distill_chunks(model, stack, docs, config, held_tokens, per_doc)
+            return collect_features(stack, chunks, plan.exits, keep)
+        return collect_features(stack, text_chunks(model, docs, config, held_tokens), plan.exits)
+
+    held = features(held_docs, config.calibration_prompts_per_document)
+    conf, top1 = head_predictions(heads, held, rule)
+    target = config.target_agreement + (config.calibration_margin if config.calibration_confidence is None else 0.0)
+    for layer, t in calibrate_thresholds(conf, top1, held.teacher_top1, target,
+                                         confidence=config.calibration_confidence).items():
+        heads[layer].threshold = t
+    report = {"heldout_documents": len(held_docs), "heldout_tokens": len(held.final), "rule": rule.to_json(),
+              "target_agreement": config.target_agreement, "calibrated_to": target,
+              "calibration_confidence": config.calibration_confidence,
+              "trained": evaluate_heads(heads, held, config.thresholds, rule)}
+    test_pred = None
+    if test_text is not None:
+        test = features(split_documents(test_text), 1)
+        report["test"] = evaluate_heads(heads, test, config.thresholds, rule)
+        test_pred = (*head_predictions(heads, test, rule), test.teacher_top1)
+    if config.curve:
+        report["calibration_curve"] = calibration_curve((conf, top1, held.teacher_top1), test_pred, list(config.curve))
+    return report

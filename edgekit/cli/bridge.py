@@ -57,6 +57,17 @@ def train_exits_cmd(model: Path = MODEL_ARG,
                                                        "adapter before each head (0: norm + LM head only)."),
                     target: float = typer.Option(0.99, "--target-agreement", help="Calibrate per-exit thresholds "
                                                  "on the held-out documents to this top-1 agreement."),
+                    margin: float = typer.Option(0.002, "--calibration-margin", help="Calibrate to the target "
+                                                 "plus this margin (ignored with --confidence)."),
+                    confidence: Optional[float] = typer.Option(None, "--confidence", help="Instead of the margin: "
+                                                               "the held-out agreement's one-sided Clopper-Pearson "
+                                                               "lower bound at this confidence (e.g. 0.95) must "
+                                                               "reach the target."),
+                    curve: str = typer.Option("", "--curve", help="Also report the calibration trade-off for these "
+                                              "settings, TARGET[@CONFIDENCE],... (e.g. 0.99,0.995,0.99@0.95): "
+                                              "thresholds, held-out and test edge share and agreement."),
+                    holdout: float = typer.Option(0.2, "--holdout", help="Share of the documents held out "
+                                                  "(calibration, and the learned rule's fit)."),
                     test_text: Optional[Path] = typer.Option(None, "--test-text", help="Other text, only measured "
                                                              "with the calibrated thresholds."),
                     self_distill: int = typer.Option(0, "--self-distill", help="Train and calibrate on the full "
@@ -79,7 +90,8 @@ def train_exits_cmd(model: Path = MODEL_ARG,
     plan = SplitPlan.parse(exits, loaded.config.n_layers)
     config = ExitTrainConfig(exits=plan.exits, max_tokens=max_tokens, steps=steps, lr=lr,
                              adapter_hidden=adapter_hidden, target_agreement=target, self_distill=self_distill,
-                             prompts_per_document=prompts_per_doc, rule=rule)
+                             prompts_per_document=prompts_per_doc, rule=rule, calibration_margin=margin,
+                             calibration_confidence=confidence, curve=parse_curve(curve), holdout=holdout)
     test = read_utf8_text(test_text, "test text") if test_text is not None else None
     heads, report = train_exits(loaded, read_utf8_text(text, "training text"), config, test)
     save_with_exits(loaded, heads, output, report)
@@ -88,6 +100,62 @@ def train_exits_cmd(model: Path = MODEL_ARG,
         return
     _render_exit_report(report)
     console.print(f"wrote {output} (split after layer {plan.split} of {loaded.config.n_layers})")
+
+
+@bridge_app.command("calibrate-exits")
+def calibrate_exits_cmd(model: Path = typer.Argument(..., metavar="MODEL", help="A .edgekit file with exit heads "
+                                                     "(edgekit bridge train-exits -o)."),
+                        text: Path = typer.Option(..., "--text", help="The training text the heads were trained "
+                                                  "with (its held-out documents are rebuilt from it)."),
+                        output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit (model + heads "
+                                                    "with the new thresholds)."),
+                        target: float = typer.Option(0.99, "--target-agreement", help="Held-out top-1 agreement to "
+                                                     "calibrate to."),
+                        margin: float = typer.Option(0.002, "--calibration-margin", help="Calibrate to the target "
+                                                     "plus this margin (ignored with --confidence)."),
+                        confidence: Optional[float] = typer.Option(None, "--confidence", help="The held-out "
+                                                                   "agreement's Clopper-Pearson lower bound at this "
+                                                                   "confidence must reach the target."),
+                        curve: str = typer.Option("", "--curve", help="Also report these settings, "
+                                                  "TARGET[@CONFIDENCE],..."),
+                        test_text: Optional[Path] = typer.Option(None, "--test-text", help="Other text, only "
+                                                                 "measured with the chosen thresholds."),
+                        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Re-choose the exit thresholds of trained heads (no training): same held-out rows, a new target or bound."""
+    from edgekit.cloud_bridge.exits import HEADS_METADATA, load_exit_heads, load_exit_rule, save_with_exits
+    from edgekit.cloud_bridge.train import ExitTrainConfig, recalibrate_exits
+    from edgekit.fileio import read_utf8_text
+    from edgekit.model import load
+
+    loaded = load(model)
+    heads, rule = load_exit_heads(loaded), load_exit_rule(loaded)
+    stored = (json.loads(loaded.metadata.get(HEADS_METADATA) or "{}").get("report") or {}).get("config")
+    if stored is None:
+        raise ConfigError(f"{model} does not record how its heads were trained (report.config)",
+                          fix="retrain them with this edgekit version: edgekit bridge train-exits")
+    config = ExitTrainConfig(exits=tuple(sorted(heads)), target_agreement=target, calibration_margin=margin,
+                             calibration_confidence=confidence, curve=parse_curve(curve), rule=rule.name, **stored)
+    test = read_utf8_text(test_text, "test text") if test_text is not None else None
+    report = recalibrate_exits(loaded, heads, rule, read_utf8_text(text, "training text"), config, test)
+    previous = json.loads(loaded.metadata[HEADS_METADATA])["report"]
+    save_with_exits(loaded, heads, output, {**previous, **report, "recalibrated": True}, rule=rule)
+    if json_out:
+        console.print_json(json.dumps(report))
+        return
+    _render_exit_report({**previous, **report})
+    console.print(f"wrote {output}")
+
+
+def parse_curve(text: str) -> tuple[tuple[float, float | None], ...]:
+    """'0.99,0.995,0.99@0.95' -> ((0.99, None), (0.995, None), (0.99, 0.95))."""
+    settings = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        target, _, confidence = part.partition("@")
+        try:
+            settings.append((float(target), float(confidence) if confidence else None))
+        except ValueError:
+            raise ConfigError(f"--curve entry {part!r} is not TARGET[@CONFIDENCE]", fix="e.g. --curve 0.99,0.99@0.95")
+    return tuple(settings)
 
 
 def _render_exit_report(report: dict) -> None:
@@ -111,6 +179,17 @@ def _render_exit_report(report: dict) -> None:
             cascade.add_row(f"calibrated {thresholds} ({name})", f"{100 * row['edge_share']:.1f}%",
                             f"{100 * row['agreement']:.2f}%")
     console.print(cascade)
+    if report.get("calibration_curve"):
+        curve = Table(title="calibration trade-off (thresholds from the held-out rows; test only measured)")
+        for column in ("target", "bound", "thresholds", "held-out share / agreement", "test share / agreement"):
+            curve.add_column(column, justify="right")
+        for row in report["calibration_curve"]:
+            test = row.get("test")
+            curve.add_row(f"{100 * row['target']:.2f}%", "-" if row["confidence"] is None else
+                          f"CP {row['confidence']:g}", ",".join(f"{t:.4g}" for t in row["thresholds"].values()),
+                          f"{100 * row['heldout']['edge_share']:.1f}% / {100 * row['heldout']['agreement']:.2f}%",
+                          "-" if test is None else f"{100 * test['edge_share']:.1f}% / {100 * test['agreement']:.2f}%")
+        console.print(curve)
 
 
 def _percent(value: Optional[float]) -> str:

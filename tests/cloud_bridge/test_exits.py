@@ -115,6 +115,48 @@ def test_calibration_keeps_the_target_agreement_and_takes_the_most_tokens():
     assert row["edge_share"] >= uniform["edge_share"]       # per-exit thresholds never lose to one shared one
 
 
+def test_binomial_upper_bound_is_the_exact_clopper_pearson_bound():
+    from math import comb
+
+    from edgekit.cloud_bridge.train import binomial_upper_bound
+
+    assert binomial_upper_bound(0, 400, 0.95) == pytest.approx(1 - 0.05 ** (1 / 400))   # closed form at 0 errors
+    assert binomial_upper_bound(7, 7, 0.95) == 1.0
+    for errors, n in ((1, 20), (3, 50), (12, 300)):
+        p = binomial_upper_bound(errors, n, 0.95)
+        cdf = sum(comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(errors + 1))
+        assert cdf == pytest.approx(0.05, abs=1e-9) and p > errors / n     # P(X <= errors | p) = 1 - confidence
+    bounds = [binomial_upper_bound(k, 1000, 0.95) for k in range(6)]
+    assert bounds == sorted(bounds) and binomial_upper_bound(5, 1000, 0.99) > bounds[5]
+    with pytest.raises(ConfigError):
+        binomial_upper_bound(5, 4, 0.95)
+
+
+def test_calibration_with_a_confidence_bound_picks_the_known_threshold():
+    """One exit, 400 tokens with scores (i + 0.04) / 400, so candidate threshold j / 400 answers exactly
+    tokens i >= j; tokens i < 80 are wrong. At 99% the plain calibration may take 4 wrong tokens (j = 76:
+    threshold 0.19, agreement exactly 99%); with the 95% bound even 1 wrong token in 400 fails (bound
+    1.18% > 1%) while 0 passes (0.75%), so the threshold is j = 80: 0.2."""
+    from edgekit.cloud_bridge.train import binomial_upper_bound, calibrate_thresholds, calibration_curve, cascade_row
+
+    n = 400
+    teacher = np.zeros(n, dtype=np.int64)
+    conf = {1: (np.arange(n) + 0.04) / n}
+    top1 = {1: np.where(np.arange(n) < 80, 1, 0)}
+    assert calibrate_thresholds(conf, top1, teacher, 0.99) == {1: 0.19}
+    assert cascade_row(conf, top1, teacher, {1: 0.19})["agreement"] == 0.99
+    assert binomial_upper_bound(1, n, 0.95) > 0.01 > binomial_upper_bound(0, n, 0.95)
+    assert calibrate_thresholds(conf, top1, teacher, 0.99, confidence=0.95) == {1: 0.2}
+    curve = calibration_curve((conf, top1, teacher), (conf, top1, teacher), [(0.99, None), (0.99, 0.95), (0.995, None)])
+    assert [r["thresholds"]["1"] for r in curve] == [0.19, 0.2, 0.195]          # 0.995: 2 wrong tokens allowed
+    assert [r["test"]["edge_share"] for r in curve] == [0.81, 0.8, 0.805]
+    assert curve[1]["heldout"]["agreement"] == 1.0 and curve[1]["confidence"] == 0.95
+    with pytest.raises(ConfigError, match="confidence"):
+        ExitTrainConfig(exits=(1,), calibration_confidence=1.0)
+    with pytest.raises(ConfigError, match="curve"):
+        ExitTrainConfig(exits=(1,), curve=((0.99, 1.5),))
+
+
 def test_adapter_heads_and_calibrated_thresholds_round_trip(tmp_path):
     from edgekit.cloud_bridge.exits import calibrated_thresholds, save_with_exits
     from edgekit.cloud_bridge.train import split_text
@@ -124,14 +166,35 @@ def test_adapter_heads_and_calibrated_thresholds_round_trip(tmp_path):
     train_docs, held_docs = split_text(TEXT, 0.2)
     assert len(train_docs) == 5 and len(held_docs) == 1      # whole documents are held out, never tokens
     model = load(DEFAULT_MODEL)
-    config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, adapter_hidden=16)
+    config = ExitTrainConfig(exits=(1, 2), max_tokens=512, steps=10, seq_len=128, adapter_hidden=16,
+                             curve=((0.99, None), (0.995, None), (0.99, 0.95)))
     heads, report = train_exits(model, TEXT, config, test_text=TEXT)
     assert heads[1].adapter is not None and heads[1].adapter.up.shape == (16, model.config.dim)
     assert report["trained"]["calibrated"]["agreement"] >= 0.99 + config.calibration_margin
     assert "calibrated" in report["test"]
+    curve = report["calibration_curve"]        # stricter settings keep their held-out agreement, take fewer tokens
+    assert [(r["target"], r["confidence"]) for r in curve] == list(config.curve)
+    assert all(r["heldout"]["agreement"] >= r["target"] for r in curve) and all("test" in r for r in curve)
+    assert curve[1]["heldout"]["edge_share"] <= curve[0]["heldout"]["edge_share"] >= curve[2]["heldout"]["edge_share"]
     path = save_with_exits(model, heads, tmp_path / "adapter.edgekit", report)
     loaded = load_exit_heads(load(path))
     assert calibrated_thresholds(loaded) == {l: h.threshold for l, h in heads.items()}
+    # recalibration rebuilds the same held-out rows: the training settings give the same thresholds back,
+    # a confidence bound gives thresholds whose held-out agreement bound reaches the target
+    from dataclasses import replace
+
+    from edgekit.cloud_bridge.rules import MaxSoftmax
+    from edgekit.cloud_bridge.train import NEVER_EXIT, agreement_bound, recalibrate_exits
+
+    again = recalibrate_exits(model, loaded, MaxSoftmax(), TEXT, config)
+    assert calibrated_thresholds(loaded) == calibrated_thresholds(heads)
+    assert again["trained"]["calibrated"] == report["trained"]["calibrated"]
+    bounded = recalibrate_exits(model, loaded, MaxSoftmax(), TEXT, replace(config, calibration_confidence=0.95), TEXT)
+    n = bounded["heldout_tokens"]
+    assert bounded["calibrated_to"] == 0.99 and n == again["heldout_tokens"]
+    assert agreement_bound({"agreement": 1.0}, n, 0.95) < 0.99      # too few rows: even 0 errors cannot prove 99%,
+    assert set(calibrated_thresholds(loaded).values()) == {NEVER_EXIT}   # so every exit stays off
+    assert "calibrated" in bounded["test"] and len(bounded["calibration_curve"]) == 3
     x = np.random.default_rng(1).normal(size=(4, model.config.dim)).astype(np.float32)
     for layer in heads:
         assert np.array_equal(loaded[layer].logits(x), heads[layer].logits(x))
