@@ -154,7 +154,8 @@ def parse_curve(text: str) -> tuple[tuple[float, float | None], ...]:
         try:
             settings.append((float(target), float(confidence) if confidence else None))
         except ValueError:
-            raise ConfigError(f"--curve entry {part!r} is not TARGET[@CONFIDENCE]", fix="e.g. --curve 0.99,0.99@0.95")
+            raise ConfigError(f"--curve entry {part!r} is not TARGET[@CONFIDENCE]",
+                              fix="e.g. --curve 0.99,0.99@0.95") from None
     return tuple(settings)
 
 

@@ -26,12 +26,29 @@ def test_train_exits_on_a_shared_checkpoint_writes_heads_and_reports(models, tin
     run = edgekit_cli("bridge", "run", out, "-n", "12", "-p", "Once upon a time")    # no --url: standalone
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Once upon a time") and "standalone" in run.stderr
+    # new thresholds for the same heads from the same held-out rows, without training again
+    recal = tmp_path / "stories-recal.edgekit"
+    result = edgekit_cli("bridge", "calibrate-exits", out, "--text", tinystories, "--target-agreement", "0.6",
+                         "--confidence", "0.95", "--curve", "0.6,0.6@0.95", "-o", recal, "--json")
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["heldout_tokens"] == report["heldout_tokens"] and again["calibration_confidence"] == 0.95
+    assert [(r["target"], r["confidence"]) for r in again["calibration_curve"]] == [(0.6, None), (0.6, 0.95)]
+    assert again["calibration_curve"][1]["thresholds"] == again["trained"]["calibrated"]["threshold"]
+    from edgekit.cloud_bridge.exits import calibrated_thresholds, load_exit_heads
+    from edgekit.model import load
+
+    stored = calibrated_thresholds(load_exit_heads(load(recal)))
+    assert {str(l): t for l, t in stored.items()} == again["trained"]["calibrated"]["threshold"]
 
 
 def test_bad_exits_and_missing_token_are_one_line_errors(tmp_path):
     result = edgekit_cli("bridge", "train-exits", "edgekit/data/default.edgekit", "--text", "README.md",
                          "--exits", "3,1", "-o", tmp_path / "x.edgekit")
     assert result.returncode == 1 and "ascending" in result.stderr and "Traceback" not in result.stderr
+    result = edgekit_cli("bridge", "train-exits", "edgekit/data/default.edgekit", "--text", "README.md",
+                         "--exits", "1,2", "--curve", "0.99@high", "-o", tmp_path / "x.edgekit")
+    assert result.returncode == 1 and "--curve entry '0.99@high'" in result.stderr and "Traceback" not in result.stderr
     result = edgekit_cli("bridge", "serve", "edgekit/data/default.edgekit", env={"EDGEKIT_BRIDGE_TOKEN": ""})
     assert result.returncode == 1 and "token" in result.stderr
     result = edgekit_cli("run", "edgekit/data/default.edgekit", "--backend", "bridge", "-n", "3")
