@@ -8,7 +8,8 @@ the design's group-quantized head on the fabric, top-k per decode step; prefill 
 for evaluation), or the host's "f32" (the reference's logits) or "int8" (what a board's ARM cores would run).
 EDGEKIT_FPGA_HEAD_BITS sets the fabric head's weight bits (4 by default; 8 or 2); EDGEKIT_FPGA_KV_BITS the
 device KV cache (8 by default: int8 with a scale per token and kv head, ek_kvcache.h; 32: float32);
-EDGEKIT_FPGA_HEAD_SCREEN the decode head's rescored rows after a 2-bit screen (0 by default: the full head).
+EDGEKIT_FPGA_HEAD_SCREEN the decode head's rescored rows after a 2-bit screen (0 by default: the full head);
+EDGEKIT_FPGA_ATTN attention on the int8 KV codes ("int", the default with the int8 cache) or in float ("float").
 """
 
 from __future__ import annotations
@@ -101,8 +102,12 @@ class FpgaBackend:
         screen = os.environ.get("EDGEKIT_FPGA_HEAD_SCREEN", "0")
         if not screen.isdigit():
             raise ConfigError(f"EDGEKIT_FPGA_HEAD_SCREEN={screen!r} is not a row count", fix="pass 0 or e.g. 64")
+        attn = os.environ.get("EDGEKIT_FPGA_ATTN", "int" if kv_bits == "8" else "float")
+        if attn not in ("int", "float"):
+            raise ConfigError(f"EDGEKIT_FPGA_ATTN={attn!r} is not int or float", fix="int needs EDGEKIT_FPGA_KV_BITS=8")
         self.design = design_for(model.config, HlsConfig(max_seq=max_seq, head_bits=int(head_bits),
-                                                         kv_bits=int(kv_bits), head_screen=int(screen)))
+                                                         kv_bits=int(kv_bits), head_screen=int(screen),
+                                                         attn_int=attn == "int"))
         data = extract_device_data(model, self.design)
         driver, allocator = (open_csim_driver(model, self.design, data, board) if device == "csim"
                              else open_pynq_driver())

@@ -73,7 +73,7 @@ class CsimDevice(MemoryDevice):
         counters.restype = ctypes.POINTER(ctypes.c_long)
         self._counters = counters()
 
-    COUNTERS = ("tlmm_cycles", "table_cycles", "attention_macs", "calls", "head_cycles")
+    COUNTERS = ("tlmm_cycles", "table_cycles", "attention_macs", "calls", "head_cycles", "axi_lines")
 
     def counters(self) -> dict[str, int]:
         """Work the C-simulated design did so far (hls/include/ek_types.h EK_COUNTER_*)."""

@@ -32,12 +32,19 @@ class EkTopDriver:
         return value
 
     def set_buffers(self, buffers: dict) -> None:
-        """Write each buffer's device address into its pointer register, in register-map order."""
-        missing = [name for name in ip.BUFFER_ARGS if name not in buffers]
+        """Write each buffer's device address into its pointer register, in register-map order; a striped buffer
+        (hls/ip.py STRIPED_BUFFERS) is AXI_PORTS equal regions, one per port register."""
+        missing = [name for name in ip.BUFFERS if name not in buffers]
         if missing:
             raise ConfigError(f"buffers missing for {missing}")
-        for name in ip.BUFFER_ARGS:
-            self.write_register(name, buffers[name].device_address)
+        for name in ip.BUFFERS:
+            registers, buffer = ip.port_registers(name), buffers[name]
+            region = buffer.nbytes // len(registers)
+            if len(registers) > 1 and region * len(registers) != buffer.nbytes:
+                raise ConfigError(f"striped buffer {name!r} of {buffer.nbytes} bytes is not {len(registers)} equal "
+                                  "port regions", fix="lay it out with edgekit.hls.packing.stripe_ports")
+            for port, register in enumerate(registers):
+                self.write_register(register, buffer.device_address + port * region)
 
     def start(self, n_tokens: int, start_pos: int, layer_begin: int, layer_end: int, head_rows: int = 0,
               write_logits: bool = False) -> None:

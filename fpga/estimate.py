@@ -5,9 +5,13 @@ Model (first order; every constant below is an assumption, not a measurement):
 - TLMM: a matrix [out, in] takes ceil(out / lanes) row blocks x (ceil(in / G) groups + pipeline depth)
   cycles; a prefill tile of `tile_tokens` tokens runs in the same cycles (one lookup unit per lane and
   token) and reads each weight word once. Weights stream from DDR double-buffered, so a matrix costs the
-  larger of its compute and its DDR time at `DDR_EFFICIENCY` of the board's peak.
+  larger of its compute and its DDR time. The DDR bandwidth is the smaller of `DDR_EFFICIENCY` of the board's
+  peak and what the design's ports move: ek_axi.h stripes weights, head and KV cache over AXI_PORTS masters of
+  AXI_PORT_BITS bits (hls/ip.py; on the PS's HP ports, fpga/flow.py), one 64-byte line a cycle at the fabric
+  clock (`axi_line_reads` counts those lines exactly as the C-simulated loaders read them).
 - Tables: one group a cycle per distinct input (q/k/v share theirs, w1/w3 too).
-- Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` float units,
+- Attention: 2 x heads x head_dim MACs per cached position (QK and PV) on `attn_macs` units (float, or
+  with attn_int one DSP48E2 integer MAC each; each K/V row is read once for the kv group's query heads),
   against reading the K and V planes of the context from DDR (float32, or int8 codes plus a float32 scale
   per token and kv head: `Design.kv_position_bytes`, ek_kvcache.h).
 - Element-wise passes (norms, quantization, RoPE, activation, residual) at `ew_lanes` elements a cycle.
@@ -25,6 +29,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgekit.boards import Board
+from edgekit.fpga.flow import axi_read_bytes_per_s
+from edgekit.hls import ip
 from edgekit.hls.design import Design, HlsConfig, design_for
 from edgekit.hls.packing import ceil_div, matrix_words
 from edgekit.hls.resources import ResourceUse, estimate_resources
@@ -68,6 +74,7 @@ class Estimate:
     prefill: list[dict] = field(default_factory=list)    # per prompt length: TTFT
     resources: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
+    bandwidth: dict = field(default_factory=dict)        # GB/s: DDR at its efficiency, the AXI ports, the smaller
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -84,7 +91,9 @@ class CycleModel:
             raise ConfigError(f"lm_head {lm_head!r} is not one of {LM_HEAD_PLACES}")
         self.d, self.board, self.lm_head_bits, self.lm_head = design, board, lm_head_bits, lm_head
         self.f = board.fabric_clock_mhz * 1e6
-        self.bw = board.ddr_bandwidth_gbs * 1e9 * DDR_EFFICIENCY
+        self.ddr_bw = board.ddr_bandwidth_gbs * 1e9 * DDR_EFFICIENCY
+        self.port_bw = axi_read_bytes_per_s(board)        # 4 x 128 bits a cycle (ek_axi.h)
+        self.bw = min(self.ddr_bw, self.port_bw)
 
     def tlmm_cycles(self, out: int, inp: int, pipeline_depth: int = PIPE_DEPTH) -> int:
         """Row blocks x (groups + depth): one group of every lane (and tile token) a cycle."""
@@ -169,6 +178,27 @@ class CycleModel:
         head = head_bytes(d) if self.lm_head == "fpga" else 0
         return weight_bytes(d) + d.layers * (context + 1) * d.kv_position_bytes + head
 
+    def weight_line_reads(self) -> int:
+        """64-byte AXI lines the TLMM loaders read for one token or tile: every row block of every matrix of
+        every layer, the lines covering its words (ek_tlmm.h load_code_block; an unaligned block costs one more)."""
+        d, offsets = self.d, self.d.matrix_offsets()
+        lines = 0
+        for layer in range(d.layers):
+            for name, (out, inp) in d.matrix_shapes().items():
+                block = matrix_words(out, inp, d.code, d.hls.lanes) // ceil_div(out, d.hls.lanes)
+                first = layer * offsets["layer"] + offsets[name]
+                lines += sum(span_lines(8 * (first + rb * block), 8 * block) for rb in range(ceil_div(out, d.hls.lanes)))
+        return lines
+
+    def head_line_reads(self, bits: int | None = None) -> int:
+        """Lines the head's scan reads (ek_lmhead.h load_row_block): the full head, or (bits=2) the screen copy."""
+        d = self.d
+        if bits == 2:
+            base, block = d.head_words, d.screen_row_words * d.hls.head_lanes
+        else:
+            base, block = 0, d.head_row_words * d.hls.head_lanes
+        return sum(span_lines(8 * (base + rb * block), 8 * block) for rb in range(ceil_div(d.vocab, d.hls.head_lanes)))
+
     def ttft_s(self, prompt: int) -> float:
         """Prefill of `prompt` tokens tile by tile (each tile attends to everything before it), then the LM head."""
         tt, total = self.d.hls.tile_tokens, 0.0
@@ -176,6 +206,11 @@ class CycleModel:
             n = min(tt, prompt - start)
             total += self.d.layers * (self.linear_s() + self.attention_s(start + n, n) + self.elementwise_s(n))
         return total + HOST_CALL_S + self.lm_head_s()
+
+
+def span_lines(first_byte: int, n_bytes: int) -> int:
+    """AXI lines covering bytes [first_byte, first_byte + n_bytes) (ek_axi.h read_span)."""
+    return ceil_div(first_byte + n_bytes, ip.LINE_BYTES) - first_byte // ip.LINE_BYTES
 
 
 def head_bytes(design: Design) -> int:
@@ -205,7 +240,9 @@ def estimate_design(design: Design, board: Board, contexts=(128, 512, 1024, 2048
                     prefill=[{"prompt": p, "ttft_s": model.ttft_s(p)} for p in prompts if p <= design.max_seq],
                     resources=use.to_json(),
                     utilization={k: (v / have[k] if have[k] else float("inf") if v else 0.0)
-                                 for k, v in use.to_json().items()})
+                                 for k, v in use.to_json().items()},
+                    bandwidth={"ddr_gbs": model.ddr_bw / 1e9, "ports_gbs": model.port_bw / 1e9,
+                               "used_gbs": model.bw / 1e9})
 
 
 def estimate_config(config: ModelConfig, board: Board, hls: HlsConfig, **kwargs) -> Estimate:
@@ -231,12 +268,12 @@ def compare_with_tellme(estimate: Estimate) -> list[dict]:
 
 
 SEARCH_GRID = {"group": (3, 4, 5), "lanes": (16, 32, 64, 96, 128, 192, 256), "tile_tokens": (4, 8),
-               "attn_macs": (16, 64, 128), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3"),
+               "attn_macs": (16, 64, 128, 256), "head_lanes": (4, 8, 16), "trit_pack": ("code", "base3"),
                "head_screen": (0, 64), "ew_lanes": (1, 2, 4)}
 
 
 def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_seq: int = 0,
-                  head_bits: int = 4, kv_bits: int = 32) -> HlsConfig:
+                  head_bits: int = 4, kv_bits: int = 32, attn_int: bool = False) -> HlsConfig:
     """The knobs of SEARCH_GRID that fit the part and decode fastest at `context` (fewest LUTs on ties)."""
     from edgekit.errors import ConfigError  # noqa: PLC0415
     from edgekit.hls.resources import check_fits  # noqa: PLC0415
@@ -246,7 +283,8 @@ def recommend_hls(config: ModelConfig, board: Board, context: int = 1024, max_se
     best, best_key = None, None
     names = tuple(SEARCH_GRID)
     for values in itertools.product(*SEARCH_GRID.values()):
-        hls = HlsConfig(**dict(zip(names, values)), max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits)
+        hls = HlsConfig(**dict(zip(names, values)), max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits,
+                        attn_int=attn_int)
         design = design_for(config, hls)
         try:
             use = check_fits(design, board)

@@ -15,23 +15,46 @@ from edgekit.hls import ip
 HLS_IP_DIR = "ek_prj/sol1/impl/ip"          # where `export_design -format ip_catalog` puts the IP
 BD_STEPS = ("create_project", "update_ip_catalog", "create_bd_design", "create_bd_cell", "validate_bd_design",
             "make_wrapper", "launch_runs", "wait_on_run")
-AXI_MASTERS = ("m_axi_gmem0", "m_axi_gmem1", "m_axi_gmem2")
+# ek_top.cpp's masters: gmem0..gmem3 carry the striped weights, KV cache and head (one AXI port each,
+# hls/include/ek_axi.h), gmem4 the small buffers (parameters, RoPE, hidden states, head outputs).
+AXI_MASTERS = tuple(f"m_axi_gmem{p}" for p in range(ip.AXI_PORTS + 1))
+
+
+def is_zynq7000(board: Board) -> bool:
+    return board.part.startswith("xc7z")
+
+
+def hp_port_bits(board: Board) -> int:
+    """Data width of the PS's high-performance slave ports: 128 bits on Zynq UltraScale+ (S_AXI_HPn_FPD),
+    64 on Zynq-7000 (S_AXI_HPn). A 128-bit master on a 64-bit port moves half a beat a cycle."""
+    return 64 if is_zynq7000(board) else 128
+
+
+def axi_read_bytes_per_s(board: Board) -> float:
+    """What the four striped ports move at the fabric clock: ports x min(master, PS port) width x clock."""
+    return ip.AXI_PORTS * min(ip.AXI_PORT_BITS, hp_port_bits(board)) / 8 * board.fabric_clock_mhz * 1e6
 
 
 def processing_system(board: Board) -> tuple[str, str, str, list[str]]:
-    """(PS VLNV, instance, its AXI-lite master, its high-performance slave ports) for the part's family."""
-    if board.part.startswith("xc7z"):
+    """(PS VLNV, instance, its AXI-lite master, the slave ports of gmem0..gmem4) for the part's family:
+    the four HP ports for the striped buffers, then a fifth port (HPC0 / the 32-bit GP0) for the small ones."""
+    if is_zynq7000(board):
         return ("xilinx.com:ip:processing_system7:5.5", "processing_system7_0", "M_AXI_GP0",
-                ["S_AXI_HP0", "S_AXI_HP1", "S_AXI_HP2"])
+                ["S_AXI_HP0", "S_AXI_HP1", "S_AXI_HP2", "S_AXI_HP3", "S_AXI_GP0"])
     return ("xilinx.com:ip:zynq_ultra_ps_e:3.5", "zynq_ultra_ps_e_0", "M_AXI_HPM0_FPD",
-            ["S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD"])
+            ["S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD", "S_AXI_HPC0_FPD"])
 
 
 def render_bd_tcl(board: Board) -> str:
     ps_vlnv, ps, lite, slaves = processing_system(board)
-    enable = ("CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_USE_S_AXI_HP1 {1} CONFIG.PCW_USE_S_AXI_HP2 {1}"
-              if board.part.startswith("xc7z") else
-              "CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1} CONFIG.PSU__USE__S_AXI_GP4 {1}")
+    # Zynq UltraScale+ names the slave ports GP0 = HPC0, GP2..GP5 = HP0..HP3; 128-bit data width on the HP ports
+    enable = ("CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_USE_S_AXI_HP1 {1} CONFIG.PCW_USE_S_AXI_HP2 {1} "
+              "CONFIG.PCW_USE_S_AXI_HP3 {1} CONFIG.PCW_USE_S_AXI_GP0 {1}"
+              if is_zynq7000(board) else
+              "CONFIG.PSU__USE__S_AXI_GP0 {1} CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1} "
+              "CONFIG.PSU__USE__S_AXI_GP4 {1} CONFIG.PSU__USE__S_AXI_GP5 {1} CONFIG.PSU__SAXIGP2__DATA_WIDTH {128} "
+              "CONFIG.PSU__SAXIGP3__DATA_WIDTH {128} CONFIG.PSU__SAXIGP4__DATA_WIDTH {128} "
+              "CONFIG.PSU__SAXIGP5__DATA_WIDTH {128}")
     masters = "\n".join(
         f"apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {{Master /ek_top_0/{m} Slave /{ps}/{s} "
         f"Clk_xbar Auto Clk_master Auto Clk_slave Auto}} [get_bd_intf_pins {ps}/{s}]"

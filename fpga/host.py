@@ -1,9 +1,10 @@
 """The host side of the accelerator (the board's ARM cores, or this machine in C simulation): embedding
 lookup, one `ek_top` call per prefill or decode step, final RMSNorm and LM head in numpy.
 
-Buffers (hls/include/ek_layer.h layouts): weights uint64, params float32, rope float32, kv float32
+Buffers (hls/include/ek_layer.h layouts): weights uint64 words, params float32, rope float32, kv float32
 [layers, 2, max_seq, kv_dim] or int8 codes + float32 scales per layer (ek_kvcache.h, `kv_bits` 8), hbuf float32
-[max_seq, dim] (hidden states in and out).
+[max_seq, dim] (hidden states in and out). The weights, the KV cache and the head words are striped over the
+four wide AXI ports (hls/include/ek_axi.h, `stripe_ports`): read them back with `unstripe_ports`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from edgekit.errors import ConfigError, GenerationError
 from edgekit.fpga.driver import EkTopDriver
 from edgekit.hls.design import Design
 from edgekit.hls.model_data import DeviceData
+from edgekit.hls.packing import stripe_ports
 from edgekit.hls.resources import HEAD_LOGIT_ROWS
 from edgekit.model.model import Model
 from edgekit.model.reference import ReferenceForward, rms_norm
@@ -27,20 +29,21 @@ def allocate_buffers(allocator, design: Design, data: DeviceData) -> dict:
     kv_type = np.float32 if design.hls.kv_bits == 32 else np.int8
     kv_items = design.layers * design.kv_layer_bytes // np.dtype(kv_type).itemsize
     k = design.hls.top_k
-    buffers = {"weights": allocator.allocate(data.weights.shape, np.uint64),
+    weights, head = stripe_ports(data.weights), stripe_ports(data.head_words)   # four AXI port regions each
+    buffers = {"weights": allocator.allocate(weights.shape, np.uint8),
                "params": allocator.allocate(data.params.shape, np.float32),
                "rope": allocator.allocate((data.rope.size,), np.float32),
-               "kv": allocator.allocate((kv_items,), kv_type),
+               "kv": allocator.allocate(stripe_ports(np.zeros(kv_items, kv_type)).shape, np.uint8),
                "hbuf": allocator.allocate((design.max_seq, design.dim), np.float32),
-               "head": allocator.allocate(data.head_words.shape, np.uint64),
+               "head": allocator.allocate(head.shape, np.uint8),
                "head_params": allocator.allocate(data.head_params.shape, np.float32),
                "top_ids": allocator.allocate((LOGIT_ROWS, k), np.int32),
                "top_logits": allocator.allocate((LOGIT_ROWS, k), np.float32),
                "logits": allocator.allocate((LOGIT_ROWS, design.vocab), np.float32)}
-    buffers["weights"][:] = data.weights
+    buffers["weights"][:] = weights
     buffers["params"][:] = data.params
     buffers["rope"][:] = data.rope.reshape(-1)
-    buffers["head"][:] = data.head_words
+    buffers["head"][:] = head
     buffers["head_params"][:] = data.head_params
     for buffer in buffers.values():
         buffer.sync_to_device()

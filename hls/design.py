@@ -43,7 +43,11 @@ class HlsConfig:
     added in lane order at the end), so the twin does the same float operations.
 
     `kv_bits`: the DDR KV cache in float32 (32) or int8 with a float32 scale per (token, kv head) (8), the
-    native engine's int8 KV numerics (ek_kvcache.h)."""
+    native engine's int8 KV numerics (ek_kvcache.h).
+
+    `attn_int` (int8 cache only): attention on the int8 KV codes: int8 queries x int8 keys -> int32 with the
+    scales applied after, float softmax, 16-bit fixed-point value weights x int8 values -> 48-bit
+    (ek_attention.h; hls/reference.py attend_int). `attn_macs` then counts integer MACs (one DSP48E2 each)."""
 
     group: int = 3
     half_table: bool = True
@@ -60,6 +64,7 @@ class HlsConfig:
     trit_pack: str = "code"
     head_screen: int = 0
     ew_lanes: int = 1
+    attn_int: bool = False
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -88,6 +93,9 @@ class HlsConfig:
         if self.kv_bits not in KV_BITS:
             raise ConfigError(f"HlsConfig.kv_bits must be one of {KV_BITS}, got {self.kv_bits!r}",
                               fix="pass --kv-bits 32 or 8")
+        if not isinstance(self.attn_int, bool) or (self.attn_int and self.kv_bits != 8):
+            raise ConfigError(f"HlsConfig.attn_int {self.attn_int!r} needs the int8 KV cache (kv_bits 8, got "
+                              f"{self.kv_bits})", fix="pass --kv-bits 8 with --attn-int, or --no-attn-int")
         if self.max_seq < 0:
             raise ConfigError(f"HlsConfig.max_seq must be >= 0, got {self.max_seq}")
         if self.version != 1:
@@ -151,6 +159,21 @@ class Design:
         d, q, h = self.dim, self.q_dim, self.hidden
         return {"scales": 0, "attn_norm": 8, "ffn_norm": 8 + d, "attn_sub_norm": 8 + 2 * d,
                 "ffn_sub_norm": 8 + 2 * d + q, "layer": 8 + 2 * d + q + h}
+
+    @property
+    def entry_bits(self) -> int:
+        """Bits of a lookup-table entry (ek_types.h EK_ENTRY_BITS): sign + magnitude up to 127 x G."""
+        return (127 * self.hls.group).bit_length() + 1
+
+    @property
+    def acc_bits(self) -> int:
+        """Bits of a lane's TLMM accumulator (ek_tlmm.h): sign + magnitude up to 127 x the widest input."""
+        return (127 * max(self.dim, self.q_dim, self.hidden)).bit_length() + 1
+
+    @property
+    def attn_heads_parallel(self) -> int:
+        """Query heads of one kv group scored in the same cycle (EK_ATTN_HEADS): attn_macs / head_dim, at least 1."""
+        return max(1, min(self.heads // self.kv_heads, self.hls.attn_macs // self.head_dim))
 
     @property
     def max_groups(self) -> int:

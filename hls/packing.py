@@ -175,3 +175,24 @@ def tlmm_by_tables(words: np.ndarray, q: np.ndarray, out: int, code: TritCode, l
     looked = np.where(sign == 1, -looked, looked) if code.half else looked
     del inp
     return looked.sum(axis=-1)
+
+
+def stripe_ports(data: np.ndarray) -> np.ndarray:
+    """A buffer as the four wide AXI ports read it (hls/include/ek_axi.h): its bytes cut into BEAT_BYTES beats,
+    beat b placed at beat b // AXI_PORTS of region b % AXI_PORTS, the regions one after another (uint8, padded
+    with zeros to whole lines). The host allocates this and points each port register at its region."""
+    from edgekit.hls.ip import AXI_PORTS, BEAT_BYTES, LINE_BYTES  # noqa: PLC0415
+
+    raw = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
+    lines = max(1, ceil_div(raw.size, LINE_BYTES))
+    padded = np.zeros(lines * LINE_BYTES, dtype=np.uint8)
+    padded[:raw.size] = raw
+    return np.ascontiguousarray(padded.reshape(lines, AXI_PORTS, BEAT_BYTES).transpose(1, 0, 2)).reshape(-1)
+
+
+def unstripe_ports(striped: np.ndarray, dtype, count: int) -> np.ndarray:
+    """The first `count` items of `dtype` of a striped buffer in their logical order (stripe_ports undone)."""
+    from edgekit.hls.ip import AXI_PORTS, BEAT_BYTES  # noqa: PLC0415
+
+    raw = np.asarray(striped).view(np.uint8).reshape(AXI_PORTS, -1, BEAT_BYTES).transpose(1, 0, 2).reshape(-1)
+    return raw[:count * np.dtype(dtype).itemsize].view(dtype).copy()

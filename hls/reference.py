@@ -102,6 +102,42 @@ def attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, positions: np.nd
     return (acc / sums[..., None]).transpose(1, 0, 2)
 
 
+ATTN_WEIGHT_MAX = 65535        # ek_attention.h kAttnWeightMax: 16-bit fixed-point value weights
+
+
+def attend_int(q: np.ndarray, codes: np.ndarray, scales: np.ndarray, positions: np.ndarray, group: int,
+               inv_sqrt_hd: np.float32) -> np.ndarray:
+    """Integer attention on the int8 KV cache (ek_attention.h score_group_int / weigh_group_int).
+    q [T, H, hd] float32; codes [2, S', KVH, hd] int8 (K, V); scales [2, S', KVH] float32 -> [T, H, hd].
+    Queries absmax int8 per (token, head); score = float(int dot) * s_q * s_k * inv_sqrt_hd; float softmax;
+    value weights w = min(65535, floor(e * s_v * (65535 / V) + 0.5)) with V the max s_v over the attended
+    positions; out = float(sum_s w_s v_s) * (V / 65535) / sum_s e_s (sums ascending in s)."""
+    T, H, hd = q.shape
+    S = int(positions.max()) + 1
+    qi, sq = quantize_absmax(q.reshape(T * H, hd))
+    qi, sq = qi.reshape(T, H, hd).transpose(1, 0, 2), sq.reshape(T, H).T           # [H, T, hd], [H, T]
+    k = np.repeat(codes[0, :S], group, axis=1).transpose(1, 0, 2).astype(np.int64)  # [H, S, hd]
+    v = np.repeat(codes[1, :S], group, axis=1).transpose(1, 0, 2).astype(np.int64)
+    sk = np.repeat(scales[0, :S], group, axis=1).T                                  # [H, S]
+    sv = np.repeat(scales[1, :S], group, axis=1).T
+    dot = np.einsum("htd,hsd->hts", qi, k)                                          # exact int64
+    scores = dot.astype(F32) * sq[:, :, None] * sk[:, None, :] * inv_sqrt_hd
+    valid = np.arange(S)[None, None, :] <= positions[None, :, None]                  # [1, T, S]
+    m = np.max(np.where(valid, scores, -np.inf), axis=-1, keepdims=True)
+    e = np.where(valid, exp_approx(scores - m), F32(0.0))
+    vmax = np.max(np.where(valid, sv[:, None, :], F32(0.0)), axis=-1)                # [H, T]
+    r = np.where(vmax > 0, F32(ATTN_WEIGHT_MAX) / np.where(vmax > 0, vmax, F32(1.0)), F32(0.0)).astype(F32)
+    w = np.minimum(np.floor(e * sv[:, None, :] * r[:, :, None] + F32(0.5)), F32(ATTN_WEIGHT_MAX))
+    w = np.where(valid, w, F32(0.0)).astype(np.int64)
+    acc = np.einsum("hts,hsd->htd", w, v)                                           # exact int64 (48 bits)
+    sums = np.zeros(e.shape[:2], dtype=F32)
+    for s in range(S):
+        sums = sums + e[:, :, s]
+    back = (vmax / F32(ATTN_WEIGHT_MAX)).astype(F32)
+    out = acc.astype(F32) * back[:, :, None] / sums[..., None]
+    return out.transpose(1, 0, 2)
+
+
 def quantize_kv_rows(x: np.ndarray, kv_heads: int) -> tuple[np.ndarray, np.ndarray]:
     """ek_kvcache.h's int8 rows: x [T, kv_dim] -> (codes [T, kv_dim] int8, scales [T, kv_heads] float32),
     absmax per (token, kv head) as the native engine's int8 KV cache (runtime/kv_cache.py)."""
@@ -165,9 +201,14 @@ class HlsReference:
         v = self.bitlinear(q8, a, layer, "wv")
         q, k = apply_rope(q, self.rope, positions), apply_rope(k, self.rope, positions)
         self.store_kv(layer, positions, k.reshape(T, -1), v)
-        keys = self.kv[layer, 0].reshape(d.max_seq, d.kv_heads, d.head_dim)
-        values = self.kv[layer, 1].reshape(d.max_seq, d.kv_heads, d.head_dim)
-        o = attend(q, keys, values, positions, d.heads // d.kv_heads, d.inv_sqrt_head_dim).reshape(T, d.q_dim)
+        if d.hls.attn_int:
+            codes = self.kv_codes[layer].reshape(2, d.max_seq, d.kv_heads, d.head_dim)
+            o = attend_int(q, codes, self.kv_scales[layer], positions, d.heads // d.kv_heads,
+                           d.inv_sqrt_head_dim).reshape(T, d.q_dim)
+        else:
+            keys = self.kv[layer, 0].reshape(d.max_seq, d.kv_heads, d.head_dim)
+            values = self.kv[layer, 1].reshape(d.max_seq, d.kv_heads, d.head_dim)
+            o = attend(q, keys, values, positions, d.heads // d.kv_heads, d.inv_sqrt_head_dim).reshape(T, d.q_dim)
         if d.sub_norms:
             o = rms_norm(o, self.norm_param(layer, "attn_sub_norm", d.q_dim), self.eps, self.lanes)
         q8, a = self.quantize_input(o)

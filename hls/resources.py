@@ -24,6 +24,9 @@ DSP_PER_FMUL, DSP_PER_FADD = 3, 2
 # activation and residual (multipliers, adders, the two dividers of x / d and x / scale, a float-to-int).
 EW_FMULS, EW_FADDS, EW_FDIV_LUTS, EW_FLOAT_LUTS = 8, 6, 2 * 800, 14 * 120
 FIT_MARGIN = 0.9                    # leave 10% for routing
+# Integer attention (attn_int): per-MAC operand muxing and the int-to-float conversions; per-position float
+# units (score = dot * s_q * s_k / sqrt(hd), weight = e * s_v * r, output scaling).
+ATTN_INT_MAC_LUTS, ATTN_INT_FMULS, ATTN_INT_FADDS = 8, 4, 2
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def buffer_bits(design: Design) -> dict[str, int]:
             "activations": tt * 32 * floats,
             "int8_inputs": tt * 8 * (d.dim + d.q_dim + d.hidden),
             "accumulator_fifo": d.hls.lanes * tt * 32,
-            "scores": tt * d.max_seq * 32,
+            "scores": tt * (d.heads // d.kv_heads) * d.max_seq * 32,   # a kv group's query heads at once
             "head_tiles": 2 * d.head_row_words * d.hls.head_lanes * 64,      # ek_lmhead.h ping-pong row blocks
             "screen_tiles": 2 * d.screen_row_words * d.hls.head_lanes * 64,  # the 2-bit copy's (head_screen)
             "head_norm_row": 32 * d.dim}
@@ -59,16 +62,26 @@ LUTRAM_MAX_BITS = 4096              # smaller banks are distributed RAM (a LUT6 
 def table_memory(design: Design) -> tuple[int, int]:
     """(BRAM36, LUTs) of the lookup tables. ek_layer.h partitions them by token and entry (every lane reads
     all entries of one group in a cycle): tile_tokens x entries banks of max_groups x 16 bits, each in
-    18 Kb BRAM halves, or in LUTRAM when small."""
-    banks, bank_bits = design.hls.tile_tokens * design.code.entries, design.max_groups * 16
+    18 Kb BRAM halves, or in LUTRAM when small (entries EK_ENTRY_BITS wide)."""
+    banks, bank_bits = design.hls.tile_tokens * design.code.entries, design.max_groups * design.entry_bits
     if bank_bits <= LUTRAM_MAX_BITS:
         return 0, banks * ceil_div(design.max_groups, 64) * 16
     return ceil_div(banks * ceil_div(bank_bits, BRAM_BITS // 2), 2), 0
 
 
+def mux_luts_per_bit(entries: int) -> int:
+    """LUT6s for one bit of an entries-to-1 mux: a LUT6 is a 4:1 mux and the slice's MUXF7 / MUXF8 join two and
+    four of them for free (16:1 in 4 LUTs, UltraScale+ and 7-series alike); wider muxes add a LUT level."""
+    if entries <= 16:
+        return ceil_div(entries, 4)
+    return ceil_div(entries, 4) + ceil_div(entries, 16)
+
+
 def lookup_unit_luts(design: Design) -> int:
-    """One lane x token lookup: an entries-to-1 mux of 16 bits (4:1 per LUT6), negate, 32-bit accumulate."""
-    return 16 * ceil_div(design.code.entries - 1, 3) + 48
+    """One lane x token lookup (ek_tlmm.h): an entries-to-1 mux of EK_ENTRY_BITS-wide entries, then an
+    add-or-subtract (the half table's sign bit) into an accumulator exactly as wide as the row sum can get,
+    one carry-chain LUT a bit (the operand inversion sits in the same LUT). G = 3: 10 x 4 + 21 = 61 LUTs."""
+    return design.entry_bits * mux_luts_per_bit(design.code.entries) + design.acc_bits
 
 
 def head_units(design: Design) -> tuple[int, int, int]:
@@ -93,12 +106,14 @@ BASE3_ROM_LUTS = 5                  # one output bit of a 243-entry byte -> digi
 
 
 def base3_decoders(design: Design, board: Board) -> tuple[int, int]:
-    """(LUTs, FFs) of the base-3 word decoders on the ternary load path (trit_pack "base3"): enough decoders,
-    one 64-bit word a cycle each, to keep pace with the board's DDR peak; each turns 8 bytes into 40 digits
+    """(LUTs, FFs) of the base-3 word decoders on the ternary load path (trit_pack "base3"): one per word of an
+    AXI line (ek_axi.h: the loader decodes a whole line a cycle); each turns 8 bytes into 40 digits
     (8 ROMs of 10 bits) and the digits into per_word codes (a small map per code)."""
+    from edgekit.hls.ip import LINE_BYTES  # noqa: PLC0415
+
     if not design.code.base3:
         return 0, 0
-    decoders = ceil_div(int(board.ddr_bandwidth_gbs * 1e9), int(board.fabric_clock_mhz * 1e6) * 8)
+    decoders = LINE_BYTES // 8
     per = 8 * 10 * BASE3_ROM_LUTS + design.code.per_word * design.code.bits * 2
     return decoders * per, decoders * 2 * design.code.tile_bits
 
@@ -112,12 +127,18 @@ def estimate_resources(design: Design, board: Board) -> ResourceUse:
         else:
             bram += ceil_div(bits, BRAM_BITS)
     units = design.hls.lanes * design.hls.tile_tokens
-    builder = design.code.entries * max(1, design.hls.group - 1) * 16
+    builder = design.code.entries * max(1, design.hls.group - 1) * design.entry_bits
     luts = BASE_LUTS + units * lookup_unit_luts(design) + design.hls.tile_tokens * builder + table_luts
     ffs = BASE_FFS + units * 64 + design.hls.tile_tokens * design.code.entries * 16
     extra = design.hls.ew_lanes - 1
-    dsps = ((FLOAT_MULS + extra * EW_FMULS + design.hls.attn_macs) * DSP_PER_FMUL
-            + (FLOAT_ADDS + extra * EW_FADDS + design.hls.attn_macs) * DSP_PER_FADD)
+    float_macs, int_macs = (0, design.hls.attn_macs) if design.hls.attn_int else (design.hls.attn_macs, 0)
+    dsps = ((FLOAT_MULS + extra * EW_FMULS + float_macs) * DSP_PER_FMUL
+            + (FLOAT_ADDS + extra * EW_FADDS + float_macs) * DSP_PER_FADD)
+    if design.hls.attn_int:     # one DSP48E2 per integer MAC (8 x 8 QK, 16 x 8 PV, accumulate in P / the cascade),
+        # the per-position float work (score scaling, value weight) and the query quantization's divider
+        dsps += int_macs + ATTN_INT_FMULS * DSP_PER_FMUL + ATTN_INT_FADDS * DSP_PER_FADD
+        luts += int_macs * ATTN_INT_MAC_LUTS + EW_FDIV_LUTS // 2 + EW_FLOAT_LUTS
+        ffs += int_macs * 48
     luts, ffs = luts + extra * (EW_FDIV_LUTS + EW_FLOAT_LUTS), ffs + extra * (EW_FDIV_LUTS + EW_FLOAT_LUTS)
     head_luts, head_ffs, head_dsps = head_units(design)
     decoder_luts, decoder_ffs = base3_decoders(design, board)

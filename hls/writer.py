@@ -25,7 +25,7 @@ from edgekit.fpga.flow import render_bd_tcl, render_makefile
 from edgekit.hls import ip
 from edgekit.hls.design import Design, HlsConfig, design_for
 from edgekit.hls.model_data import DeviceData, extract_device_data
-from edgekit.hls.reference import (HlsReference, attend, bitlinear_norm, dequantize_kv_rows, exp_approx,
+from edgekit.hls.reference import (HlsReference, attend, attend_int, bitlinear_norm, dequantize_kv_rows, exp_approx,
                                    kv_layer_bytes, lm_head_logits, quantize_absmax, quantize_kv_rows,
                                    screened_top_k, top_k)
 from edgekit.hls.resources import check_fits
@@ -50,6 +50,8 @@ def render_config_header(design: Design, board: Board) -> str:
 #define EK_ATTN_MACS {h.attn_macs}  // unroll of the attention head_dim loops (a macro: HLS pragmas need a literal)
 #define EK_EW_LANES {h.ew_lanes}  // element-wise lanes: unroll of the norm / quantization / residual loops
 #define EK_TILE_STORAGE {"uram" if board.uram else "bram"}  // double-buffered weight tiles
+#define EK_ENTRY_BITS {design.entry_bits}  // lookup-table entries: |sum of {h.group} int8| <= {127 * h.group}
+#define EK_ATTN_HEADS {design.attn_heads_parallel}  // query heads of a kv group scored at once (attn_macs / head_dim)
 namespace ek {{
 struct EkConfig {{
     static constexpr int kDim = {d.dim}, kHidden = {d.hidden}, kLayers = {d.layers};
@@ -57,6 +59,7 @@ struct EkConfig {{
     static constexpr int kGroup = {h.group}, kLanes = {h.lanes}, kTileTokens = {h.tile_tokens}, kKeyBlock = {h.key_block};
     static constexpr bool kHalfTable = {b(h.half_table)}, kBase3 = {b(h.trit_pack == "base3")};  // DDR words: codes or 5-trit bytes
     static constexpr int kKvBits = {h.kv_bits};  // KV cache in DDR: 32 float32, 8 int8 + a scale per token and kv head
+    static constexpr bool kAttnInt = {b(h.attn_int)};  // attention on the int8 KV codes (ek_attention.h), or float
     static constexpr int kVocab = {d.vocab}, kHeadBits = {h.head_bits}, kHeadGroup = {h.head_group}, kHeadLanes = {h.head_lanes}, kTopK = {h.top_k};
     static constexpr int kHeadScreen = {h.head_screen};  // 0: the full head; C: 2-bit screen, C rows rescored (decode)
     static constexpr bool kLinearInputNorm = {b(d.linear_input_norm)}, kSubNorms = {b(d.sub_norms)}, kRelu2 = {b(d.relu2)};
@@ -114,9 +117,14 @@ def golden_attention(folder: Path, design: Design, rng: np.random.Generator) -> 
         codes, scales = np.stack([c for c, _ in pairs]), np.stack([s for _, s in pairs])
         kv = np.stack([dequantize_kv_rows(c, s) for c, s in pairs])
     q = rng.normal(0, 2, (n, design.q_dim)).astype(np.float32)
-    out = attend(q.reshape(n, design.heads, design.head_dim), kv[0].reshape(design.max_seq, design.kv_heads, -1),
-                 kv[1].reshape(design.max_seq, design.kv_heads, -1), np.arange(p0, p0 + n),
-                 design.heads // design.kv_heads, design.inv_sqrt_head_dim)
+    if design.hls.attn_int:                                              # on the codes themselves
+        out = attend_int(q.reshape(n, design.heads, design.head_dim),
+                         codes.reshape(2, design.max_seq, design.kv_heads, -1), scales, np.arange(p0, p0 + n),
+                         design.heads // design.kv_heads, design.inv_sqrt_head_dim)
+    else:
+        out = attend(q.reshape(n, design.heads, design.head_dim), kv[0].reshape(design.max_seq, design.kv_heads, -1),
+                     kv[1].reshape(design.max_seq, design.kv_heads, -1), np.arange(p0, p0 + n),
+                     design.heads // design.kv_heads, design.inv_sqrt_head_dim)
     write_bytes(folder, "golden/attn_q.bin", q)
     write_bytes(folder, "golden/attn_kv.bin", kv_layer_bytes(kv, codes, scales))
     write_bytes(folder, "golden/attn_out.bin", out.reshape(n, -1))

@@ -26,7 +26,7 @@ def model_config(model: str):
 def render(estimate, rows) -> None:
     design = estimate.design
     knobs = {k: design["hls"][k] for k in ("group", "half_table", "lanes", "tile_tokens", "attn_macs", "key_block",
-                                           "head_bits", "head_lanes", "top_k", "kv_bits", "trit_pack", "head_screen", "ew_lanes")}
+                                           "head_bits", "head_lanes", "top_k", "kv_bits", "attn_int", "trit_pack", "head_screen", "ew_lanes")}
     console.print(f"[bold]{estimate.board}[/bold]: {knobs}; ternary weights {estimate.weight_bytes / 1e9:.3f} GB, "
                   f"DDR roofline {estimate.roofline_tok_s:.1f} tok/s (ternary weights alone); LM head on the "
                   f"{estimate.lm_head}: {estimate.head_bytes / 1e6:.0f} MB a token")
@@ -82,6 +82,7 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
              head_screen: Optional[int] = typer.Option(None, "--head-screen", help="Rows the decode head rescores after a 2-bit screen (0: full head; default: searched)."),
              ew_lanes: Optional[int] = typer.Option(None, "--ew-lanes", help="Element-wise elements a cycle (default: searched)."),
              kv_bits: int = typer.Option(8, "--kv-bits", help="KV cache in DDR: 8 (int8 + a scale per token and kv head) or 32 (float32)."),
+             attn_int: Optional[bool] = typer.Option(None, "--attn-int/--float-attn", help="Attention on the int8 KV codes (default with --kv-bits 8) or in float."),
              json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Predict decode tok/s per context, TTFT per prompt, DDR traffic and LUT/FF/DSP/BRAM/URAM use."""
     from dataclasses import replace
@@ -91,7 +92,8 @@ def estimate(model: str = typer.Argument(..., metavar="MODEL", help="A checkpoin
 
     config, target = model_config(model), load_board(board)
     max_seq = min(max_seq, config.max_seq_len)
-    hls = recommend_hls(config, target, max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits)
+    attn_int = kv_bits == 8 if attn_int is None else attn_int
+    hls = recommend_hls(config, target, max_seq=max_seq, head_bits=head_bits, kv_bits=kv_bits, attn_int=attn_int)
     given = {k: v for k, v in dict(group=group, lanes=lanes, tile_tokens=tile_tokens, attn_macs=attn_macs,
                                    head_lanes=head_lanes, trit_pack=trit_pack, head_screen=head_screen, ew_lanes=ew_lanes).items() if v is not None}
     hls = replace(hls, **given)

@@ -42,6 +42,7 @@ def generate(model: Path = MODEL_ARG,
              head_screen: int = typer.Option(0, "--head-screen", help="Decode head: 0 the full head; C screens with a 2-bit copy and rescores the C best."),
              ew_lanes: int = typer.Option(1, "--ew-lanes", help="Element-wise elements a cycle (norms, quantization, residual)."),
              kv_bits: int = typer.Option(8, "--kv-bits", help="KV cache in DDR: 8 (int8 + a scale per token and kv head) or 32 (float32)."),
+             attn_int: Optional[bool] = typer.Option(None, "--attn-int/--float-attn", help="Attention on the int8 KV codes (default with --kv-bits 8) or in float."),
              tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="llama2.c tokenizer.bin."),
              bit_order: Optional[str] = typer.Option(None, "--bit-order", help="bitllama2.c lsbfirst|msbfirst.")) -> None:
     """Write an HLS project (config header, packed weights, golden vectors, testbench, tcl, README)."""
@@ -51,7 +52,8 @@ def generate(model: Path = MODEL_ARG,
 
     config = hls_config(group, full_table, lanes, tile_tokens, key_block, attn_macs, max_seq, head_bits=head_bits,
                         head_group=head_group, head_lanes=head_lanes, top_k=top_k, kv_bits=kv_bits,
-                        trit_pack=trit_pack, head_screen=head_screen, ew_lanes=ew_lanes)
+                        trit_pack=trit_pack, head_screen=head_screen, ew_lanes=ew_lanes,
+                        attn_int=kv_bits == 8 if attn_int is None else attn_int)
     project = generate_project(load(model, tokenizer=tokenizer, bit_order=bit_order), load_board(board), out, config)
     console.print(f"wrote {project} for {board}: run [bold]edgekit hls csim {project}[/bold]")
 

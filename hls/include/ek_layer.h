@@ -34,7 +34,7 @@ struct Layout {
     static constexpr int kAttnNorm = 8, kFfnNorm = kAttnNorm + kD, kAttnSubNorm = kFfnNorm + kD;
     static constexpr int kFfnSubNorm = kAttnSubNorm + kQDim, kLayerParams = kFfnSubNorm + kH;
     typedef KvCache<C::kKvHeads, C::kHeadDim, C::kMaxSeq, C::kKvBits> Kv;   // float32 or int8 (ek_kvcache.h)
-    typedef typename Kv::word_t kv_t;
+    typedef typename Kv::word_t kv_t;                                      // the element: float or signed char
     static constexpr long kKvLayer = Kv::kLayer;                           // kv_t elements per layer
     static constexpr int kMaxGroups = ceil_div(max3(kD, kQDim, kH), C::kGroup);
 };
@@ -55,7 +55,7 @@ struct Engine {
     }
 
     template <int OUT, int IN>
-    static void bitlinear(const word_t* w, const Tables& tables, int n_tok, const float a_scale[TT],
+    static void bitlinear(const Ports& w, const Tables& tables, int n_tok, const float a_scale[TT],
                           float w_scale, float y[TT][OUT]) {
 #pragma HLS DATAFLOW
         stream<acc_t, C::kLanes * TT> accs;   // TLMM -> dequantization, no [TT][OUT] accumulator buffer
@@ -100,14 +100,14 @@ struct Engine {
 
     typedef typename L::kv_t kv_t;
 
-    static void store_kv(const float k[TT][L::kKvDim], const float v[TT][L::kKvDim], kv_t* kv, int n_tok, int p0) {
+    static void store_kv(const float k[TT][L::kKvDim], const float v[TT][L::kKvDim], const Ports& kv, int n_tok, int p0) {
         for (int t = 0; t < n_tok; ++t) {
             L::Kv::store_row(kv, 0, p0 + t, k[t]);
             L::Kv::store_row(kv, 1, p0 + t, v[t]);
         }
     }
 
-    static void attention_block(const word_t* w, const float* p, const float* rope, kv_t* kv, float h[TT][L::kD],
+    static void attention_block(const Ports& w, const float* p, const float* rope, const Ports& kv, float h[TT][L::kD],
                                 int n_tok, int p0) {
         static float x[TT][L::kD], q[TT][L::kQDim], k[TT][L::kKvDim], v[TT][L::kKvDim];
         static float o[TT][L::kQDim], on[TT][L::kQDim], y[TT][L::kD];
@@ -117,21 +117,21 @@ struct Engine {
         float a_scale[TT];
         block_input(h, p + L::kAttnNorm, n_tok, x);
         prepare_input<L::kD>(x, n_tok, a_scale, tables);
-        bitlinear<L::kQDim, L::kD>(w + L::kWq, tables, n_tok, a_scale, p[0], q);
-        bitlinear<L::kKvDim, L::kD>(w + L::kWk, tables, n_tok, a_scale, p[1], k);
-        bitlinear<L::kKvDim, L::kD>(w + L::kWv, tables, n_tok, a_scale, p[2], v);
+        bitlinear<L::kQDim, L::kD>(w.at(8 * L::kWq), tables, n_tok, a_scale, p[0], q);
+        bitlinear<L::kKvDim, L::kD>(w.at(8 * L::kWk), tables, n_tok, a_scale, p[1], k);
+        bitlinear<L::kKvDim, L::kD>(w.at(8 * L::kWv), tables, n_tok, a_scale, p[2], v);
         rope_rows<C::kHeads>(q, rope, n_tok, p0);
         rope_rows<C::kKvHeads>(k, rope, n_tok, p0);
         store_kv(k, v, kv, n_tok, p0);
-        attend_tile<typename L::Kv, C::kHeads, C::kKvHeads, L::kHd, TT, C::kMaxSeq, C::kKeyBlock>(
+        attend_tile<typename L::Kv, C::kHeads, C::kKvHeads, L::kHd, TT, C::kMaxSeq, C::kKeyBlock, C::kAttnInt>(
             q, n_tok, p0, kv, C::kInvSqrtHeadDim, o);
         if (C::kSubNorms) norm_rows<L::kQDim>(o, p + L::kAttnSubNorm, n_tok, on);
         prepare_input<L::kQDim>(C::kSubNorms ? on : o, n_tok, a_scale, tables);
-        bitlinear<L::kD, L::kQDim>(w + L::kWo, tables, n_tok, a_scale, p[3], y);
+        bitlinear<L::kD, L::kQDim>(w.at(8 * L::kWo), tables, n_tok, a_scale, p[3], y);
         add_rows<L::kD>(h, y, n_tok);
     }
 
-    static void ffn_block(const word_t* w, const float* p, float h[TT][L::kD], int n_tok) {
+    static void ffn_block(const Ports& w, const float* p, float h[TT][L::kD], int n_tok) {
         static float x[TT][L::kD], gate[TT][L::kH], up[TT][L::kH], act[TT][L::kH], an[TT][L::kH], y[TT][L::kD];
         static Tables tables;
 #pragma HLS ARRAY_PARTITION variable = tables complete dim = 1
@@ -139,8 +139,8 @@ struct Engine {
         float a_scale[TT];
         block_input(h, p + L::kFfnNorm, n_tok, x);
         prepare_input<L::kD>(x, n_tok, a_scale, tables);
-        bitlinear<L::kH, L::kD>(w + L::kW1, tables, n_tok, a_scale, p[4], gate);
-        bitlinear<L::kH, L::kD>(w + L::kW3, tables, n_tok, a_scale, p[6], up);
+        bitlinear<L::kH, L::kD>(w.at(8 * L::kW1), tables, n_tok, a_scale, p[4], gate);
+        bitlinear<L::kH, L::kD>(w.at(8 * L::kW3), tables, n_tok, a_scale, p[6], up);
         for (int t = 0; t < n_tok; ++t)
             for (int i = 0; i < L::kH; ++i) {
 #pragma HLS UNROLL factor = EK_EW_LANES
@@ -148,12 +148,12 @@ struct Engine {
             }
         if (C::kSubNorms) norm_rows<L::kH>(act, p + L::kFfnSubNorm, n_tok, an);
         prepare_input<L::kH>(C::kSubNorms ? an : act, n_tok, a_scale, tables);
-        bitlinear<L::kD, L::kH>(w + L::kW2, tables, n_tok, a_scale, p[5], y);
+        bitlinear<L::kD, L::kH>(w.at(8 * L::kW2), tables, n_tok, a_scale, p[5], y);
         add_rows<L::kD>(h, y, n_tok);
     }
 
     // One layer on tokens at positions p0 .. p0 + n_tok - 1 (n_tok <= TT); h is updated in place.
-    static void run_layer_tile(const word_t* w, const float* p, const float* rope, kv_t* kv, float h[TT][L::kD],
+    static void run_layer_tile(const Ports& w, const float* p, const float* rope, const Ports& kv, float h[TT][L::kD],
                                int n_tok, int p0) {
         attention_block(w, p, rope, kv, h, n_tok, p0);
         ffn_block(w, p, h, n_tok);

@@ -87,20 +87,20 @@ inline void topk_clear(int ids[K], float vals[K]) {
 
 // The exact row sum of one row read word by word (its words sit kLanes apart): the rescoring of a candidate.
 template <class H>
-head_acc_t row_sum(const word_t* w, int row, const act_t* q) {
+head_acc_t row_sum(const Ports& w, int row, const act_t* q) {
     const long base = (long)(row / H::kLanes) * H::kRowWords * H::kLanes + row % H::kLanes;
     head_acc_t acc = 0;
     int dot = 0;
     for (int c = 0; c < H::kCodeWords; ++c) {
 #pragma HLS PIPELINE II = 1
-        const word_t word = w[base + (long)(H::kSubWords + c) * H::kLanes];
+        const word_t word = w.word(base + (long)(H::kSubWords + c) * H::kLanes);
         for (int j = 0; j < H::kPerWord; ++j) {
 #pragma HLS UNROLL
             dot += code_at<H::kBits>(word, j) * (int)q[c * H::kPerWord + j];
         }
         if (c % H::kWordsPerGroup == H::kWordsPerGroup - 1) {
             const int g = c / H::kWordsPerGroup;
-            const int u = (int)(unsigned)((w[base + (long)(g / 8) * H::kLanes] >> ((g % 8) * 8)) & (word_t)0xFFu);
+            const int u = (int)(unsigned)((w.word(base + (long)(g / 8) * H::kLanes) >> ((g % 8) * 8)) & (word_t)0xFFu);
             acc += (head_acc_t)u * dot;
             dot = 0;
         }
@@ -114,7 +114,7 @@ struct Head {
     typedef HeadLayout<C, (C::kHeadScreen > 0 ? 2 : C::kHeadBits)> S;   // the 2-bit screening copy
 
     // One hidden row x[dim] -> top-k (ids, logits), and the logits row when `write_logits`.
-    static void run_row(const word_t* w, const float* hp, const float x[C::kDim], int* top_ids, float* top_logits,
+    static void run_row(const Ports& w, const float* hp, const float x[C::kDim], int* top_ids, float* top_logits,
                         float* logits, bool write_logits) {
         static float xn[C::kDim];
         static act_t q[H::kPadDim];
@@ -139,7 +139,7 @@ struct Head {
     }
 
     // Screen every row with the 2-bit copy, then rescore the kHeadScreen best with the full codes.
-    static void screened(const word_t* w, const float* hp, const act_t* q, float a_scale, int ids[H::kTopK],
+    static void screened(const Ports& w, const float* hp, const act_t* q, float a_scale, int ids[H::kTopK],
                          float vals[H::kTopK]) {
         constexpr int NC = C::kHeadScreen > 0 ? C::kHeadScreen : 1;
         int cids[NC];
@@ -147,7 +147,7 @@ struct Head {
 #pragma HLS ARRAY_PARTITION variable = cids complete
 #pragma HLS ARRAY_PARTITION variable = cvals complete
         topk_clear<NC>(cids, cvals);
-        scan<S, NC>(w + H::kWords, hp + H::kRowScales + H::kRowBlocks * H::kLanes, q, a_scale, cids, cvals,
+        scan<S, NC>(w.at(8 * H::kWords), hp + H::kRowScales + H::kRowBlocks * H::kLanes, q, a_scale, cids, cvals,
                     nullptr, false);
         for (int k = 0; k < NC; ++k) {
             if (cids[k] < 0) continue;
@@ -159,7 +159,7 @@ struct Head {
 
     // Every row of layout L (words w, row scales rs) -> the K best into (ids, vals), logits when asked.
     template <class L, int K>
-    static void scan(const word_t* w, const float* rs, const act_t* q, float a_scale, int ids[K], float vals[K],
+    static void scan(const Ports& w, const float* rs, const act_t* q, float a_scale, int ids[K], float vals[K],
                      float* logits, bool write_logits) {
         static word_t tiles[2][L::kRowWords * L::kLanes];
 #pragma HLS BIND_STORAGE variable = tiles type = ram_2p impl = EK_TILE_STORAGE

@@ -17,6 +17,7 @@
 // DDR layout of one matrix [OUT, IN]: word[rb][c][lane], rb = row / LANES (rows padded with zero groups to
 // a multiple of LANES), c = word column (ceil(groups / kPerWord) a row), lane = row % LANES.
 #pragma once
+#include "ek_axi.h"
 #include "ek_stream.h"
 #include "ek_types.h"
 
@@ -89,7 +90,7 @@ void build_group_table(const int a[G], entry_t table[TritCode<G, HALF>::kEntries
             sum += (rest % 3 - 1) * a[j];
             rest /= 3;
         }
-        table[k] = sum;
+        table[k] = sum;   // exact: |sum| <= 127 G fits EK_ENTRY_BITS (checked in build_tables)
     }
 }
 
@@ -98,6 +99,7 @@ template <int G, bool HALF, int TT, int IN, int MAXG>
 void build_tables(const act_t x[TT][IN], int n_tok, entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries]) {
     constexpr int kGroups = ceil_div(IN, G);
     static_assert(kGroups <= MAXG, "table memory too small for this input width");
+    static_assert(127 * G < (1 << (EK_ENTRY_BITS - 1)), "EK_ENTRY_BITS too narrow for 127 x G");
     for (int t = 0; t < n_tok; ++t) {
         for (int g = 0; g < kGroups; ++g) {
 #pragma HLS PIPELINE II = 1
@@ -118,29 +120,27 @@ inline int lookup_code(const entry_t* table, unsigned code) {
     return value;
 }
 
-// Copy one row block (LANES rows x words-per-row) from DDR into an on-chip tile (the LM head's words).
+// Copy one row block (LANES rows x words-per-row) from DDR into an on-chip tile (the LM head's words), a line
+// of kLineWords words a cycle through the four ports (ek_axi.h).
 template <int WPR, int LANES>
-void load_row_block(const word_t* w, int rb, word_t tile[WPR * LANES]) {
-    for (int i = 0; i < WPR * LANES; ++i) {
-#pragma HLS PIPELINE II = 1
-        tile[i] = w[(long)rb * WPR * LANES + i];
-    }
+void load_row_block(const Ports& w, int rb, word_t tile[WPR * LANES]) {
+    const long lines = read_span<8>(w, (long)rb * WPR * LANES, WPR * LANES, [&](long i, ap_uint<64> bits) { tile[i] = bits; });
+    EK_COUNT(EK_COUNTER_AXI_LINES, lines);
 }
 
-// The same for ternary words, decoding each into on-chip codes (decode_word).
+// The same for ternary words, decoding each into on-chip codes (decode_word): kLineWords decoders.
 template <class CODE, int WPR, int LANES>
-void load_code_block(const word_t* w, int rb, typename CODE::tile_t tile[WPR * LANES]) {
-    for (int i = 0; i < WPR * LANES; ++i) {
-#pragma HLS PIPELINE II = 1
-        tile[i] = decode_word<CODE>(w[(long)rb * WPR * LANES + i]);
-    }
+void load_code_block(const Ports& w, int rb, typename CODE::tile_t tile[WPR * LANES]) {
+    const long lines = read_span<8>(w, (long)rb * WPR * LANES, WPR * LANES,
+                                    [&](long i, ap_uint<64> bits) { tile[i] = decode_word<CODE>(word_t(bits)); });
+    EK_COUNT(EK_COUNTER_AXI_LINES, lines);
 }
 
 // sum_i W[row][i] x[t][i] through the tables, streamed out row by row (tokens inner) so dequantization
 // consumes it as it comes (the fused chain). The next row block loads while this one computes (ping-pong
 // tiles; HLS overlaps them, C simulation runs them in turn with the same result).
 template <int G, bool HALF, bool BASE3, int LANES, int TT, int OUT, int IN, int MAXG>
-void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
+void tlmm_stream(const Ports& w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
                  stream<acc_t, LANES * TT>& out) {
     typedef TritCode<G, HALF, BASE3> C;
     typedef typename C::tile_t tile_t;
@@ -153,7 +153,9 @@ void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HAL
     for (int rb = 0; rb < kRowBlocks; ++rb) {
         if (rb + 1 < kRowBlocks) load_code_block<C, kWpr, LANES>(w, rb + 1, tiles[(rb + 1) & 1]);
         const tile_t* tile = tiles[rb & 1];
-        int acc[TT][LANES];
+        // Each lane adds or subtracts (the half table's sign bit) its entry into an accumulator exactly as wide
+        // as the row sum can get, |sum| <= 127 IN: one carry-chain LUT a bit (21 bits for IN = 6912).
+        ap_int<bits_for(127 * IN) + 1> acc[TT][LANES];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
         for (int t = 0; t < TT; ++t)
             for (int l = 0; l < LANES; ++l) acc[t][l] = 0;
@@ -173,14 +175,14 @@ void tlmm_stream(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HAL
         for (int l = 0; l < LANES; ++l) {
             const int row = rb * LANES + l;
             if (row < OUT)
-                for (int t = 0; t < n_tok; ++t) out.write(acc[t][l]);
+                for (int t = 0; t < n_tok; ++t) out.write(acc_t(acc[t][l]));
         }
     }
 }
 
 // The same into an array y[TT][OUT] (the testbench's view of one matrix).
 template <int G, bool HALF, bool BASE3, int LANES, int TT, int OUT, int IN, int MAXG>
-void tlmm(const word_t* w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
+void tlmm(const Ports& w, const entry_t tables[TT][MAXG][TritCode<G, HALF>::kEntries], int n_tok,
           acc_t y[TT][OUT]) {
     stream<acc_t, LANES * TT> rows;
     tlmm_stream<G, HALF, BASE3, LANES, TT, OUT, IN, MAXG>(w, tables, n_tok, rows);

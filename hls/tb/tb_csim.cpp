@@ -16,10 +16,36 @@ typedef ek::Layout<EkConfig> Lay;
 typedef ek::Engine<EkConfig> Eng;
 typedef Lay::kv_t kv_t;   // float, or signed char for the int8 cache (ek_kvcache.h)
 
-extern "C" void ek_top(const ek::word_t* weights, const float* params, const float* rope, kv_t* kv, float* hbuf,
-                       const ek::word_t* head, const float* head_params, int* top_ids, float* top_logits,
-                       float* logits, int n_tokens, int start_pos, int layer_begin, int layer_end, int head_rows,
-                       int write_logits);
+extern "C" void ek_top(ek::beat_t* weights, ek::beat_t* weights_1, ek::beat_t* weights_2, ek::beat_t* weights_3,
+                       const float* params, const float* rope, ek::beat_t* kv, ek::beat_t* kv_1, ek::beat_t* kv_2,
+                       ek::beat_t* kv_3, float* hbuf, ek::beat_t* head, ek::beat_t* head_1, ek::beat_t* head_2,
+                       ek::beat_t* head_3, const float* head_params, int* top_ids, float* top_logits, float* logits,
+                       int n_tokens, int start_pos, int layer_begin, int layer_end, int head_rows, int write_logits);
+
+// A logical buffer striped over four port regions as the host lays it out (ek_axi.h; hls/packing.py
+// stripe_ports): byte i sits in 16-byte beat b = i / 16, which is beat b / 4 of region b % 4.
+struct Striped {
+    std::vector<ek::beat_t> region[ek::kAxiPorts];
+    template <typename T>
+    explicit Striped(const std::vector<T>& data) {
+        const long bytes = (long)(data.size() * sizeof(T)), lines = (bytes + ek::kLineBytes - 1) / ek::kLineBytes;
+        for (auto& r : region) r.assign(lines, ek::beat_t(0));
+        const unsigned char* src = reinterpret_cast<const unsigned char*>(data.data());
+        for (long i = 0; i < bytes; ++i) byte(i) = src[i];
+    }
+    unsigned char& byte(long i) {
+        const long b = i / ek::kBeatBytes;
+        return reinterpret_cast<unsigned char*>(region[b % ek::kAxiPorts].data())[(b / ek::kAxiPorts) * ek::kBeatBytes + i % ek::kBeatBytes];
+    }
+    ek::Ports ports() { return {region[0].data(), region[1].data(), region[2].data(), region[3].data(), 0}; }
+    template <typename T>
+    std::vector<T> logical(size_t n) {
+        std::vector<T> out(n);
+        unsigned char* dst = reinterpret_cast<unsigned char*>(out.data());
+        for (long i = 0; i < (long)(n * sizeof(T)); ++i) dst[i] = byte(i);
+        return out;
+    }
+};
 
 static const int TT = EkConfig::kTileTokens, K = EkConfig::kTopK, V = EkConfig::kVocab;
 
@@ -96,7 +122,7 @@ static void test_quant() {
     check("quant_scale", got_s.data(), want_s.data(), TT);
 }
 
-static void test_tlmm(const std::vector<ek::word_t>& weights) {
+static void test_tlmm(Striped& weights) {
     std::vector<int8_t> a = read_file<int8_t>("golden/tlmm_a.bin");
     std::vector<int32_t> want = read_file<int32_t>("golden/tlmm_y.bin");
     static ek::act_t x[TT][Lay::kD];
@@ -106,7 +132,7 @@ static void test_tlmm(const std::vector<ek::word_t>& weights) {
         for (int i = 0; i < Lay::kD; ++i) x[t][i] = a[t * Lay::kD + i];
     ek::build_tables<Eng::G, Eng::HALF, TT, Lay::kD, Lay::kMaxGroups>(x, TT, tables);
     ek::tlmm<Eng::G, Eng::HALF, EkConfig::kBase3, EkConfig::kLanes, TT, Lay::kQDim, Lay::kD, Lay::kMaxGroups>(
-        weights.data() + Lay::kWq, tables, TT, y);
+        weights.ports().at(8 * Lay::kWq), tables, TT, y);
     std::vector<int> got(TT * Lay::kQDim);
     for (int t = 0; t < TT; ++t)
         for (int o = 0; o < Lay::kQDim; ++o) got[t * Lay::kQDim + o] = (int)y[t][o];
@@ -115,14 +141,15 @@ static void test_tlmm(const std::vector<ek::word_t>& weights) {
 
 static void test_attention(const std::map<std::string, int>& meta) {
     std::vector<float> q = read_file<float>("golden/attn_q.bin");
-    std::vector<kv_t> kv = read_file<kv_t>("golden/attn_kv.bin");
+    Striped kv(read_file<kv_t>("golden/attn_kv.bin"));
     std::vector<float> want = read_file<float>("golden/attn_out.bin");
     const int n = meta.at("attn_tokens"), p0 = meta.at("attn_start");
     static float qt[TT][Lay::kQDim], out[TT][Lay::kQDim];
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < Lay::kQDim; ++i) qt[t][i] = q[t * Lay::kQDim + i];
-    ek::attend_tile<Lay::Kv, EkConfig::kHeads, EkConfig::kKvHeads, Lay::kHd, TT, EkConfig::kMaxSeq, EkConfig::kKeyBlock>(
-        qt, n, p0, kv.data(), EkConfig::kInvSqrtHeadDim, out);
+    ek::attend_tile<Lay::Kv, EkConfig::kHeads, EkConfig::kKvHeads, Lay::kHd, TT, EkConfig::kMaxSeq, EkConfig::kKeyBlock,
+                    EkConfig::kAttnInt>(
+        qt, n, p0, kv.ports(), EkConfig::kInvSqrtHeadDim, out);
     std::vector<float> got(n * Lay::kQDim);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < Lay::kQDim; ++i) got[t * Lay::kQDim + i] = out[t][i];
@@ -141,47 +168,53 @@ static void check_head(const std::string& prefix, const HeadOut& out, int rows, 
 }
 
 // The LM head kernel alone on hidden rows (row 0 all zeros: every logit 0, ties go to the lower id).
-static void test_head(const std::vector<ek::word_t>& head, const std::vector<float>& head_params,
+static void test_head(Striped& head, const std::vector<float>& head_params,
                       const std::map<std::string, int>& meta) {
     std::vector<float> x = read_file<float>("golden/head_x.bin");
     const int rows = meta.at("head_rows");
     HeadOut out(rows);
     for (int r = 0; r < rows; ++r)
-        ek::Head<EkConfig>::run_row(head.data(), head_params.data(), &x[(size_t)r * Lay::kD], &out.ids[r * K],
+        ek::Head<EkConfig>::run_row(head.ports(), head_params.data(), &x[(size_t)r * Lay::kD], &out.ids[r * K],
                                     &out.top[r * K], &out.logits[(size_t)r * V], true);
     check_head("head", out, rows, true);
     HeadOut top(rows);                         // the decode path: top-k only (screened when kHeadScreen > 0)
     for (int r = 0; r < rows; ++r)
-        ek::Head<EkConfig>::run_row(head.data(), head_params.data(), &x[(size_t)r * Lay::kD], &top.ids[r * K],
+        ek::Head<EkConfig>::run_row(head.ports(), head_params.data(), &x[(size_t)r * Lay::kD], &top.ids[r * K],
                                     &top.top[r * K], &top.logits[(size_t)r * V], false);
     check_head("head_topk", top, rows, false);
 }
 
+#define EK_REGIONS(s) s.region[0].data(), s.region[1].data(), s.region[2].data(), s.region[3].data()
+#define WEIGHTS EK_REGIONS(weights)
+#define KV EK_REGIONS(kv)
+#define HEAD EK_REGIONS(head)
+
 // The top function: layer 0 alone on the prompt, then every layer on the prompt and one decode step.
-static void test_top(const std::vector<ek::word_t>& weights, const std::vector<ek::word_t>& head,
+static void test_top(Striped& weights, Striped& head,
                      const std::vector<float>& head_params, const std::map<std::string, int>& meta) {
     std::vector<float> params = read_file<float>("data/params.bin"), rope = read_file<float>("data/rope.bin");
     std::vector<float> h0 = read_file<float>("golden/prompt_h.bin");
     const int n = meta.at("prompt_tokens");
-    std::vector<kv_t> kv((size_t)EkConfig::kLayers * Lay::kKvLayer, 0);
+    const size_t kv_items = (size_t)EkConfig::kLayers * Lay::kKvLayer;
+    Striped kv(std::vector<kv_t>(kv_items, 0));
     std::vector<float> h = h0;
     HeadOut none(1), prompt(n), step(1);
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
+    ek_top(WEIGHTS, params.data(), rope.data(), KV, h.data(), HEAD, head_params.data(),
            none.ids.data(), none.top.data(), none.logits.data(), n, 0, 0, 1, 0, 0);
     std::vector<float> want = read_file<float>("golden/layer0_h.bin");
     check("layer0_prefill", h.data(), want.data(), (long)h.size());
     std::vector<kv_t> want_kv = read_file<kv_t>("golden/layer0_kv.bin");
-    check("layer0_kv", kv.data(), want_kv.data(), (long)want_kv.size());
+    check("layer0_kv", kv.logical<kv_t>(want_kv.size()).data(), want_kv.data(), (long)want_kv.size());
 
-    std::fill(kv.begin(), kv.end(), (kv_t)0);
+    kv = Striped(std::vector<kv_t>(kv_items, 0));
     h = h0;
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), h.data(), head.data(), head_params.data(),
+    ek_top(WEIGHTS, params.data(), rope.data(), KV, h.data(), HEAD, head_params.data(),
            prompt.ids.data(), prompt.top.data(), prompt.logits.data(), n, 0, 0, EkConfig::kLayers, n, 1);
     want = read_file<float>("golden/model_prefill_h.bin");
     check("model_prefill", h.data(), want.data(), (long)h.size());
     check_head("prefill_head", prompt, n, true);
     std::vector<float> hd = read_file<float>("golden/decode_in.bin");
-    ek_top(weights.data(), params.data(), rope.data(), kv.data(), hd.data(), head.data(), head_params.data(),
+    ek_top(WEIGHTS, params.data(), rope.data(), KV, hd.data(), HEAD, head_params.data(),
            step.ids.data(), step.top.data(), step.logits.data(), 1, n, 0, EkConfig::kLayers, 1, 0);
     want = read_file<float>("golden/decode_out.bin");
     check("model_decode", hd.data(), want.data(), (long)hd.size());
@@ -201,7 +234,7 @@ static std::vector<ek::word_t> read_words(const std::string& path) {
 
 int main() {
     std::map<std::string, int> meta = read_meta("golden/meta.txt");
-    std::vector<ek::word_t> weights = read_words("data/weights.bin"), head = read_words("data/head.bin");
+    Striped weights(read_words("data/weights.bin")), head(read_words("data/head.bin"));
     std::vector<float> head_params = read_file<float>("data/head_params.bin");
     test_exp();
     test_quant();

@@ -18,6 +18,7 @@ from edgekit.hls import ip
 from edgekit.hls.csim import build_shared_library
 from edgekit.hls.design import HlsConfig, design_for
 from edgekit.hls.model_data import extract_device_data
+from edgekit.hls.packing import unstripe_ports
 from edgekit.hls.reference import HlsReference
 from edgekit.model import load
 from edgekit.model.sampling import SamplingConfig
@@ -25,31 +26,72 @@ from edgekit.runtime import generate_tokens, open_backend
 
 
 def test_register_map_follows_the_vitis_layout():
+    # ek_top's pointer arguments in order (a striped buffer has one per AXI port), 12 bytes each, then the scalars
     offsets = {name: reg.offset for name, reg in ip.REGISTER_MAP.items()}
-    assert offsets == {"CTRL": 0x00, "GIER": 0x04, "IP_IER": 0x08, "IP_ISR": 0x0C, "weights": 0x10,
-                       "params": 0x1C, "rope": 0x28, "kv": 0x34, "hbuf": 0x40, "head": 0x4C,
-                       "head_params": 0x58, "top_ids": 0x64, "top_logits": 0x70, "logits": 0x7C,
-                       "n_tokens": 0x88, "start_pos": 0x90, "layer_begin": 0x98, "layer_end": 0xA0,
-                       "head_rows": 0xA8, "write_logits": 0xB0}
+    pointers = ["weights", "weights_1", "weights_2", "weights_3", "params", "rope", "kv", "kv_1", "kv_2", "kv_3",
+                "hbuf", "head", "head_1", "head_2", "head_3", "head_params", "top_ids", "top_logits", "logits"]
+    scalars = ["n_tokens", "start_pos", "layer_begin", "layer_end", "head_rows", "write_logits"]
+    expected = {"CTRL": 0x00, "GIER": 0x04, "IP_IER": 0x08, "IP_ISR": 0x0C}
+    expected.update({name: 0x10 + 12 * i for i, name in enumerate(pointers)})
+    expected.update({name: 0x10 + 12 * len(pointers) + 8 * i for i, name in enumerate(scalars)})
+    assert offsets == expected
+    assert offsets["weights_1"] == 0x1C and offsets["logits"] == 0xE8 and offsets["write_logits"] == 0x11C
+
+
+def test_ek_top_signature_matches_the_register_map():
+    # the hand-written top function and the driver's register map must list the same pointers in the same order
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    source = (Path(ip.__file__).parent / "src" / "ek_top.cpp").read_text()
+    signature = source[source.index('void ek_top('):source.index(") {", source.index('void ek_top('))]
+    names = re.findall(r"\*\s*(\w+)", signature)
+    assert tuple(names) == ip.BUFFER_ARGS
+    assert tuple(re.findall(r"\bint (\w+)", signature)) == ip.SCALAR_ARGS
 
 
 def test_exact_register_traffic_of_one_call():
     device, allocator = MemoryDevice(), HostAllocator(base=0x1_2345_0000)
-    buffers = {name: allocator.allocate((1024,), np.float32) for name in ip.BUFFER_ARGS}
+    buffers = {name: allocator.allocate((1024,), np.float32) for name in ip.BUFFERS}
     driver = EkTopDriver(device)
     driver.set_buffers(buffers)
     driver.run(n_tokens=5, start_pos=7, layer_begin=0, layer_end=8, head_rows=1)
-    addresses = [0x1_2345_0000 + i * 4096 for i in range(10)]
+    base = {name: 0x1_2345_0000 + i * 4096 for i, name in enumerate(ip.BUFFERS)}
+    addresses = []                                   # a striped buffer: four 1 KiB port regions of its 4 KiB
+    for name in ip.BUFFERS:
+        ports = ip.port_registers(name)
+        addresses += [base[name] + p * 4096 // len(ports) for p in range(len(ports))]
+    assert len(addresses) == 19 and addresses[1] == 0x1_2345_0400
     expected = []
-    for offset, address in zip(range(0x10, 0x88, 12), addresses):
+    for offset, address in zip(range(0x10, 0xF4, 12), addresses):
         expected += [("write", offset, address & 0xFFFF_FFFF), ("write", offset + 4, address >> 32)]
-    expected += [("write", 0x88, 5), ("write", 0x90, 7), ("write", 0x98, 0), ("write", 0xA0, 8),
-                 ("write", 0xA8, 1), ("write", 0xB0, 0),
+    expected += [("write", 0xF4, 5), ("write", 0xFC, 7), ("write", 0x104, 0), ("write", 0x10C, 8),
+                 ("write", 0x114, 1), ("write", 0x11C, 0),
                  ("write", 0x00, ip.AP_START), ("read", 0x00, ip.AP_DONE | ip.AP_IDLE | ip.AP_READY)]
     assert device.log == expected
     assert device.starts == 1
-    assert device.register("hbuf") == addresses[4]
-    assert device.register("logits") == addresses[9]
+    assert device.register("hbuf") == base["hbuf"]
+    assert device.register("head_3") == base["head"] + 3 * 1024
+    assert device.register("logits") == base["logits"]
+
+
+def test_a_striped_buffer_must_split_into_equal_port_regions():
+    allocator = HostAllocator()
+    buffers = {name: allocator.allocate((1024,), np.float32) for name in ip.BUFFERS}
+    buffers["kv"] = allocator.allocate((1001,), np.uint8)
+    with pytest.raises(ConfigError, match="'kv'.*4 equal port regions"):
+        EkTopDriver(MemoryDevice()).set_buffers(buffers)
+
+
+def test_stripe_ports_round_trips_and_puts_beats_round_robin():
+    from edgekit.hls.packing import stripe_ports, unstripe_ports  # noqa: PLC0415
+
+    words = np.arange(1, 20, dtype=np.uint64)          # 152 bytes: three 64-byte lines, the last padded
+    striped = stripe_ports(words)
+    assert striped.dtype == np.uint8 and striped.size == 3 * ip.LINE_BYTES
+    regions = striped.reshape(ip.AXI_PORTS, -1).view(np.uint64)      # [port, words of that port's beats]
+    assert regions[1, :2].tolist() == [3, 4] and regions[0, 2:4].tolist() == [9, 10]   # beat 1 -> port 1; beat 4 -> port 0
+    np.testing.assert_array_equal(unstripe_ports(striped, np.uint64, words.size), words)
 
 
 def test_done_clears_on_read_and_bad_writes_are_refused():
@@ -91,8 +133,8 @@ def test_csim_device_runs_the_driver_bit_exactly(csim_setup):
         want = ref.run(session.forward.rows("tok_embeddings", np.asarray([token])), len(prompt) + step)
         np.testing.assert_array_equal(session.run([token]), want)
     assert device.starts == 3
-    assert [entry[1] for entry in device.log if entry[0] == "write"][:20] == [
-        offset + half for offset in range(0x10, 0x88, 12) for half in (0, 4)]
+    assert [entry[1] for entry in device.log if entry[0] == "write"][:38] == [
+        offset + half for offset in range(0x10, 0xF4, 12) for half in (0, 4)]
 
 
 @pytest.mark.slow
@@ -165,10 +207,11 @@ def test_the_int8_kv_cache_runs_through_the_driver_bit_exactly(models):
     np.testing.assert_array_equal(session.run([42], head_rows=1), want)
     for got, expected in zip(session.top_k(1), decode_top_k(design, data, want)):
         np.testing.assert_array_equal(got, expected)
-    kv = session.buffers["kv"]
-    kv.sync_from_device()
-    assert kv.dtype == np.int8 and kv.nbytes == design.layers * design.max_seq * (2 * design.kv_dim + 8 * design.kv_heads)
-    layers = np.asarray(kv).view(np.uint8).reshape(design.layers, -1)
+    striped = session.buffers["kv"]
+    striped.sync_from_device()
+    kv_bytes = design.layers * design.max_seq * (2 * design.kv_dim + 8 * design.kv_heads)
+    assert striped.nbytes == -(-kv_bytes // ip.LINE_BYTES) * ip.LINE_BYTES
+    layers = unstripe_ports(striped, np.uint8, kv_bytes).reshape(design.layers, -1)
     for layer in range(design.layers):
         np.testing.assert_array_equal(layers[layer], ref.kv_bytes(layer))
 

@@ -10,6 +10,7 @@ from edgekit.errors import ConfigError
 from edgekit.fpga.estimate import (PRESETS, TELLME, CycleModel, compare_with_tellme, estimate_config,
                                    estimate_design, head_bytes, recommend_hls, weight_bytes)
 from edgekit.hls.design import HlsConfig, design_for
+from edgekit.hls.packing import matrix_words
 from edgekit.hls.resources import check_fits
 from edgekit.hls.writer import generate_project
 from tests.hls.synthetic import synthetic_model
@@ -110,6 +111,47 @@ def test_cycle_model_counts_what_the_c_simulated_design_does(models):
     charged = L * sum(cycles.attention_macs(context=start + n, n_tok=n) for start, n in ((0, 4), (4, 4), (8, 2)))
     assert prefill["attention_macs"] == causal <= charged
     assert (prefill["calls"], decode["calls"]) == (1, 1)
+    # the wide loaders read exactly the 64-byte lines the model counts: every weight row block once per tile,
+    # the head's row blocks once per headed token (4 x 128-bit ports, ek_axi.h)
+    assert prefill["axi_lines"] == 3 * cycles.weight_line_reads()
+    assert decode["axi_lines"] == cycles.weight_line_reads() + cycles.head_line_reads()
+    assert decode["axi_lines"] * 64 >= weight_bytes(design) + 8 * design.head_words
+
+
+def test_the_model_bandwidth_is_what_the_design_ports_move():
+    """The estimate's DDR bandwidth comes from the same port parameters as the HLS code: the constants of
+    ek_axi.h, the striped pointer arguments of ek_top.cpp on distinct bundles, the HP ports of the block design."""
+    import re
+    from pathlib import Path
+
+    from edgekit.fpga.flow import AXI_MASTERS, axi_read_bytes_per_s, processing_system
+    from edgekit.hls import ip
+
+    include = Path(ip.__file__).parent / "include"
+    axi = (include / "ek_axi.h").read_text()
+    ports, bits = (int(v) for v in re.search(r"constexpr int kAxiPorts = (\d+), kPortBits = (\d+);", axi).groups())
+    assert (ports, bits) == (ip.AXI_PORTS, ip.AXI_PORT_BITS)
+    top = (Path(ip.__file__).parent / "src" / "ek_top.cpp").read_text()
+    for name in ip.STRIPED_BUFFERS:
+        bundles = [re.search(rf"EK_STRIPED\({reg}, (gmem\d)\)", top).group(1) for reg in ip.port_registers(name)]
+        assert bundles == [f"gmem{p}" for p in range(ports)], name      # one AXI master per port, in order
+        assert re.search(rf"ek::beat_t\* {name}\b", top)               # 128-bit beats, not 64-bit words
+    kv260, z2 = load_board("kv260"), load_board("pynq-z2")
+    assert len(processing_system(kv260)[3]) == len(AXI_MASTERS) == ports + 1
+    # four 128-bit ports at 250 MHz: 16 GB/s, above 80% of 19.2 GB/s, so the DDR stays the limit on KV260
+    assert axi_read_bytes_per_s(kv260) == ports * bits / 8 * kv260.fabric_clock_mhz * 1e6 == 16e9
+    design = design_for(PRESETS["bitnet-b1.58-2b4t"](), HlsConfig(lanes=96, tile_tokens=4, max_seq=1024))
+    model = CycleModel(design, kv260)
+    assert model.bw == min(0.8 * 19.2e9, 16e9) == model.ddr_bw
+    # Zynq-7000's HP ports are 64 bits wide: the ports, not the DDR, would bound it
+    slow = CycleModel(design, z2)
+    assert slow.port_bw == ports * 64 / 8 * z2.fabric_clock_mhz * 1e6 and slow.bw == min(slow.port_bw, slow.ddr_bw)
+    # a matrix's DDR time never beats one line a cycle of the words it needs
+    for out, inp in design.matrix_shapes().values():
+        words = matrix_words(out, inp, design.code, design.hls.lanes)
+        assert model.matrix_s(out, inp) >= 8 * words / ip.LINE_BYTES / model.f
+    result = estimate_design(design, kv260)
+    assert result.bandwidth == {"ddr_gbs": pytest.approx(15.36), "ports_gbs": 16.0, "used_gbs": pytest.approx(15.36)}
 
 
 def test_decode_traffic_grows_with_the_kv_cache():

@@ -5,13 +5,14 @@ Real runs need Vitis (marked `vitis`)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
 from edgekit.boards import load_board
-from edgekit.fpga.flow import BD_STEPS, HLS_IP_DIR
+from edgekit.fpga.flow import AXI_MASTERS, BD_STEPS, HLS_IP_DIR
 from edgekit.hls import ip
 from edgekit.hls.design import HlsConfig
 from edgekit.hls.tcl import HLS_STEPS
@@ -90,7 +91,12 @@ def test_block_design_instantiates_our_ip(project):
     assert ps in cells[0][-2]
     assert any(HLS_IP_DIR in " ".join(c) for c in calls if c[0] == "set_property")
     assert [c[-1] for c in calls if c[0] == "file_copy"] == ["ek.bit", "ek.hwh"]
-    assert sum(1 for c in calls if c[0] == "apply_bd_automation") == 4     # AXI-lite + 3 AXI masters
+    automation = [c for c in calls if c[0] == "apply_bd_automation"]
+    assert len(automation) == 1 + len(AXI_MASTERS) == 6                    # AXI-lite + 4 striped ports + gmem4
+    masters = [m for m in AXI_MASTERS if any(f"/ek_top_0/{m}" in " ".join(c) for c in automation)]
+    assert masters == list(AXI_MASTERS)
+    slaves = [re.search(r"Slave /\S+?/(\w+)", " ".join(c)).group(1) for c in automation[1:]]
+    assert len(set(slaves)) == 5 and all("HP" in s for s in slaves[:4])    # one PS port each: no shared HP port
 
 
 def test_makefile_chains_hls_then_vivado(project):

@@ -33,7 +33,7 @@ def assert_all_pass(project):
     ("bitllama2c_1M_ternary_msbfirst.bin", HlsConfig(max_seq=64, trit_pack="base3", head_screen=64)),
     ("bitllama2c_3M_ternary_lsbfirst.bin", HlsConfig(group=5, lanes=8, tile_tokens=4, key_block=8, max_seq=40,
                                                      head_bits=8, head_group=128, head_lanes=5, top_k=16,
-                                                     kv_bits=8, ew_lanes=4)),
+                                                     kv_bits=8, ew_lanes=4, attn_int=True)),
 ])
 def test_bitllama_projects_are_bit_exact(models, tmp_path, name, hls):
     project = generate_project(load(models / "bitnet" / name), load_board("kv260"), tmp_path / "prj", hls)
@@ -45,14 +45,17 @@ def test_bitllama_projects_are_bit_exact(models, tmp_path, name, hls):
                                            head_bits=2, head_group=32, head_lanes=3, top_k=1, trit_pack="base3"),
                                  HlsConfig(group=4, lanes=16, tile_tokens=8, key_block=16, kv_bits=8, trit_pack="base3"),
                                  HlsConfig(group=2, lanes=5, tile_tokens=3, key_block=8, kv_bits=8, head_screen=8,
-                                           ew_lanes=3)])
+                                           ew_lanes=3),
+                                 HlsConfig(group=3, lanes=8, tile_tokens=3, key_block=5, kv_bits=8, attn_int=True,
+                                           ew_lanes=2, trit_pack="base3")])
 def test_synthetic_shapes_are_bit_exact(tmp_path, hls):
     # dim 100, hidden 172, 5 heads of 20 on 1 kv head: no dimension divides evenly by G or the lanes;
     # RMSNorm weights, BitNet sub-norms and squared ReLU; head rows of 100 in groups of 32 or 64 (padded),
     # 512 rows in lane blocks of 3 (padded), argmax only (top_k 1); base-3 words (5 trits a byte) in the first
     # two, the int8 KV cache in the last two, the last with the screened decode head (C = top_k = 8: its top-k
     # differs from the full head's, and csim must still match the twin) and 3 element-wise lanes (partial sums
-    # of squares that no lane count divides evenly)
+    # of squares that no lane count divides evenly); the last: integer attention on the int8 codes (5 query heads
+    # sharing one kv head's rows, key blocks of 5 across a tile of 3)
     project = generate_project(synthetic_model(), load_board("zcu104"), tmp_path / "prj", hls)
     assert_all_pass(project)
 

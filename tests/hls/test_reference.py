@@ -125,3 +125,31 @@ def test_the_int8_kv_design_follows_the_float_kv_design(models, name):
         texts[kv_bits] = tokens
     same = next((i for i, (a, b) in enumerate(zip(texts[32], texts[8])) if a != b), len(texts[8]))
     assert same >= MIN_INT8_KV_GREEDY[name], (same, texts)
+
+
+def test_integer_attention_is_the_float_attention_on_the_same_codes_within_rounding():
+    """attend_int (ek_attention.h's integer path) against the float path on the dequantized int8 cache: the only
+    differences are the int8 query and the 16-bit value weights, so outputs agree to a few parts in a thousand;
+    masked positions are ignored and an all-zero V cache gives zeros, not NaN."""
+    from edgekit.hls.reference import attend, attend_int, dequantize_kv_rows, quantize_kv_rows
+
+    rng = np.random.default_rng(3)
+    S, KVH, HD, H, T = 40, 2, 16, 6, 3
+    planes = rng.normal(0, 1, (2, S, KVH * HD)).astype(np.float32)
+    pairs = [quantize_kv_rows(p, KVH) for p in planes]
+    codes = np.stack([c for c, _ in pairs]).reshape(2, S, KVH, HD)
+    scales = np.stack([s for _, s in pairs])
+    kv = np.stack([dequantize_kv_rows(c, s) for c, s in pairs]).reshape(2, S, KVH, HD)
+    q = rng.normal(0, 2, (T, H, HD)).astype(np.float32)
+    positions = np.arange(20, 20 + T)
+    inv = np.float32(1.0) / np.sqrt(np.float32(HD))
+    want = attend(q, kv[0], kv[1], positions, H // KVH, inv)
+    got = attend_int(q, codes, scales, positions, H // KVH, inv)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    assert not np.array_equal(got, want)                            # it is a different computation
+    later = codes.copy()
+    later[:, 30:] = 99                                              # positions past the last query change nothing
+    np.testing.assert_array_equal(attend_int(q, later, scales, positions, H // KVH, inv), got)
+    zero = attend_int(q, np.zeros_like(codes), np.zeros_like(scales), positions, H // KVH, inv)
+    assert np.all(zero == 0.0)
