@@ -39,7 +39,7 @@ BACKEND_HELP = ("Runtime back end: native (packed weights on edgekit's C kernels
 THREADS_OPT = typer.Option(None, "--threads", help="Kernel threads of the native back end (default: 1 for small "
                                                    "models, else every core; EDGEKIT_NUM_THREADS also sets it).")
 KV_CACHE_OPT = typer.Option(None, "--kv-cache", help="KV cache of the native back end: f32, f16 or int8 "
-                                                     "(default: EDGEKIT_KV_CACHE, else f32).")
+                                                     "(default: EDGEKIT_KV_CACHE, else f16; f32 for small models).")
 
 
 def _version(value: bool) -> None:

@@ -33,7 +33,18 @@ def _lib() -> ctypes.CDLL | None:
     lib.ek_rope.restype, lib.ek_rope.argtypes = None, [vp, i64, i64, i64, i64, vp, vp, vp]
     lib.ek_attend_decode.restype = ctypes.c_int
     lib.ek_attend_decode.argtypes = [vp, i64, i64, i64, vp, vp, i64, i64, f32, vp, vp]
+    if hasattr(lib, "ek_attend_decode_kv"):                                  # float16 KV rows (later builds)
+        lib.ek_attend_decode_kv.restype = ctypes.c_int
+        lib.ek_attend_decode_kv.argtypes = [vp, i64, i64, i64, vp, vp, ctypes.c_int, i64, i64, f32, vp, vp]
     return lib
+
+
+KV_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}               # ek_attend_decode_kv's kv_type
+
+
+def reads_f16_kv() -> bool:
+    """True when the loaded library's decode attention reads float16 KV rows directly (ek_attend_decode_kv)."""
+    return available() and hasattr(_lib(), "ek_attend_decode_kv")
 
 
 def available() -> bool:
@@ -109,31 +120,47 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 class DecodeAttention:
-    """Decode attention of one token in C (src/ops.c ek_attend_decode), with its score scratch kept."""
+    """Decode attention of one token in C (src/ops.c ek_attend_decode_kv), with its score scratch kept.
+
+    Keys and values may be float32 or float16 (the f16 cache's stored blocks, widened in registers: F16C on
+    x86); float16 needs a library with ek_attend_decode_kv (reads_f16_kv())."""
 
     def __init__(self, heads: int, kv_heads: int, head_dim: int, max_len: int, scale: float):
         self.heads, self.kv_heads, self.head_dim, self.scale = heads, kv_heads, head_dim, float(scale)
-        self.scratch = np.empty(max_len * (heads // kv_heads), dtype=np.float32)
+        self.lanes = max(8, heads // kv_heads)                                 # scratch floats per position
+        self.scratch = np.empty(max_len * self.lanes, dtype=np.float32)
 
     def __call__(self, q: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """q [heads, hd] (any contiguous shape of heads * hd floats); keys/values [kv_heads, S, hd] with
-        contiguous rows per head (views of a [kv_heads, max_len, hd] cache) -> out [1, heads * hd]."""
+        """q [heads, hd] (any contiguous shape of heads * hd floats); keys/values [kv_heads, S, hd] float32 or
+        float16 with contiguous rows per head (views of a [kv_heads, max_len, hd] cache) -> out [1, heads * hd]."""
         if q.dtype != np.float32 or not q.flags.c_contiguous or q.size != self.heads * self.head_dim:
             raise KernelInputError(f"q must be {self.heads * self.head_dim} contiguous float32 values, got "
                                    f"{q.dtype} {q.shape}", fix="pass np.ascontiguousarray(q)")
-        S = keys.shape[1]
+        S = keys.shape[1] if getattr(keys, "ndim", 0) == 3 else 0
+        kv_type = KV_TYPES.get(getattr(keys, "dtype", None))
+        lib = _lib()
         for name, block in (("keys", keys), ("values", values)):
-            if block.dtype != np.float32 or block.shape != (self.kv_heads, S, self.head_dim) \
-                    or block.strides[1:] != (4 * self.head_dim, 4) or block.strides != keys.strides:
-                raise KernelInputError(f"{name} must be float32 [{self.kv_heads}, {S}, {self.head_dim}] with "
-                                       f"contiguous rows, got {block.dtype} {block.shape} strides {block.strides}",
+            size = block.itemsize if isinstance(block, np.ndarray) else 0
+            if kv_type is None or block.dtype != keys.dtype or block.shape != (self.kv_heads, S, self.head_dim) \
+                    or block.strides[1:] != (size * self.head_dim, size) or block.strides != keys.strides \
+                    or S < 1:
+                raise KernelInputError(f"{name} must be float32 or float16 [{self.kv_heads}, {S}, {self.head_dim}] "
+                                       f"with contiguous rows, got {getattr(block, 'dtype', type(block).__name__)} "
+                                       f"{getattr(block, 'shape', '')} strides {getattr(block, 'strides', '')}",
                                        fix="pass the KV cache's keys()/values() blocks")
-        if S * (self.heads // self.kv_heads) > self.scratch.shape[0]:
-            self.scratch = np.empty(S * (self.heads // self.kv_heads), dtype=np.float32)
+        if kv_type == 1 and not hasattr(lib, "ek_attend_decode_kv"):
+            raise KernelInputError("float16 keys/values need a kernel library with ek_attend_decode_kv",
+                                   fix="rebuild the kernels, or pass float32 blocks")
+        if S * self.lanes > self.scratch.shape[0]:
+            self.scratch = np.empty(S * self.lanes, dtype=np.float32)
         out = np.empty((1, self.heads * self.head_dim), dtype=np.float32)
-        status = _lib().ek_attend_decode(q.ctypes.data, self.heads, self.kv_heads, self.head_dim, keys.ctypes.data,
-                                         values.ctypes.data, keys.strides[0] // 4, S, self.scale, out.ctypes.data,
-                                         self.scratch.ctypes.data)
+        args = (keys.ctypes.data, values.ctypes.data, kv_type, keys.strides[0] // keys.itemsize, S, self.scale,
+                out.ctypes.data, self.scratch.ctypes.data)
+        if hasattr(lib, "ek_attend_decode_kv"):
+            status = lib.ek_attend_decode_kv(q.ctypes.data, self.heads, self.kv_heads, self.head_dim, *args)
+        else:                                                                  # older build: float32 only
+            status = lib.ek_attend_decode(q.ctypes.data, self.heads, self.kv_heads, self.head_dim, args[0], args[1],
+                                          *args[3:])
         if status != 0:
             raise KernelInputError(f"ek_attend_decode refused heads {self.heads}, kv heads {self.kv_heads}, "
                                    f"S {S}: {_native.STATUS.get(status, status)}", fix="report this as a bug")

@@ -7,7 +7,16 @@ reference's position-major [n_layers, max_len, n_kv_heads, head_dim].
 `store(layer, start, k, v)` writes k, v [T, n_kv_heads, head_dim] at positions start..start+T-1;
 `keys(layer, S)` / `values(layer, S)` return float32 [n_kv_heads, S, head_dim] for attention. The f32
 cache hands out views; f16 and int8 convert into one preallocated float32 scratch buffer per kind, so a
-returned block is valid until the next call for the same kind.
+returned block is valid until the next call for the same kind. `stored(layer, S)` gives the stored (keys,
+values) blocks themselves (views, float32 or float16) for a reader that widens them itself (the C decode
+attention, edgekit.kernels.ops.DecodeAttention), or None when the storage needs scales (int8).
+
+The default (make_kv_cache's `default`, which the native engine sets per model) is f16 for models of real size
+(what llama.cpp keeps too): decode attention reads the cache once per layer and token, from DRAM once the
+context outgrows the caches, so half the bytes is ~half the time (docs/bench/notes.md, AMD EPYC AVX2 section).
+f32 stays exact against the reference forward: the native engine keeps it for small models, whose cache is
+cache-resident anyway and whose near-tied logits f16 does flip (bitllama2c 1M: greedy from BOS leaves the
+reference's story at token 26 with f16, measured).
 
 Storage per token and layer: f32 8 * kv_dim bytes, f16 4 * kv_dim, int8 2 * kv_dim + 16 * n_kv_heads.
 Error per stored element: f16 rounds to 11 significant bits (relative 2^-11 = 4.9e-4); int8 rounds to
@@ -28,11 +37,12 @@ from edgekit.model.reference import round_half_away
 
 KV_CACHE_TYPES = ("f32", "f16", "int8")
 KV_CACHE_ENV = "EDGEKIT_KV_CACHE"
+DEFAULT_KV_CACHE = "f16"
 
 
-def resolve_kv_type(kv_type: str | None) -> str:
-    """The cache type asked for: the argument, else $EDGEKIT_KV_CACHE, else f32."""
-    chosen = kv_type or os.environ.get(KV_CACHE_ENV, "").strip().lower() or "f32"
+def resolve_kv_type(kv_type: str | None, default: str = DEFAULT_KV_CACHE) -> str:
+    """The cache type asked for: the argument, else $EDGEKIT_KV_CACHE, else `default` (f16)."""
+    chosen = kv_type or os.environ.get(KV_CACHE_ENV, "").strip().lower() or default
     if chosen not in KV_CACHE_TYPES:
         source = "kv_cache" if kv_type else KV_CACHE_ENV
         raise ConfigError(f"{source}={chosen!r} is not a KV cache type; valid: {list(KV_CACHE_TYPES)}",
@@ -71,6 +81,10 @@ class KVCacheF32:
 
     def values(self, layer: int, length: int) -> np.ndarray:
         return self.v[layer, :, :length]
+
+    def stored(self, layer: int, length: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stored keys and values [n_kv_heads, length, head_dim] of `layer` as views (this class's dtype)."""
+        return self.k[layer, :, :length], self.v[layer, :, :length]
 
 
 class KVCacheF16(KVCacheF32):
@@ -139,10 +153,15 @@ class KVCacheInt8(KVCacheF32):
     def values(self, layer: int, length: int) -> np.ndarray:
         return self._dequantize("v", self.v[layer], self.v_scale[layer], length)
 
+    def stored(self, layer: int, length: int) -> None:
+        """None: int8 codes need their scales, so readers take keys()/values()."""
+        return None
+
 
 KV_CACHES = {"f32": KVCacheF32, "f16": KVCacheF16, "int8": KVCacheInt8}
 
 
-def make_kv_cache(config: ModelConfig, max_len: int, kv_type: str | None = None) -> KVCacheF32:
+def make_kv_cache(config: ModelConfig, max_len: int, kv_type: str | None = None,
+                  default: str = DEFAULT_KV_CACHE) -> KVCacheF32:
     """The KV cache of `kv_type` (see resolve_kv_type) for `max_len` positions."""
-    return KV_CACHES[resolve_kv_type(kv_type)](config, max_len)
+    return KV_CACHES[resolve_kv_type(kv_type, default)](config, max_len)

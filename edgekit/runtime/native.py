@@ -3,7 +3,8 @@
 Every linear layer (output included) runs through edgekit.kernels.prepare_linear (native_weights.py);
 attention, norms and RoPE are vectorized numpy over all heads and positions at once, with the same float
 expressions as the reference where that keeps results identical (RMSNorm, BitLinear norm, RoPE's
-rotate-half, SiLU / squared ReLU). The KV cache is f32, f16 or int8 (kv_cache.py).
+rotate-half, SiLU / squared ReLU). The KV cache is f16 (the default; f32 for small models, see default_kv_cache),
+f32 or int8 (kv_cache.py); C decode attention reads f32 and f16 rows as stored (f16 widened in registers, F16C).
 Where the kernel library has them (edgekit.kernels.ops, src/ops.c), RMSNorm, RoPE and the squared-ReLU gate run
 in C with the same float32 operations (bit-identical to the numpy steps) and decode attention (T = 1) runs in C
 (float32 sums in another order: equal to float32 rounding); `c_ops=False` keeps every step in numpy.
@@ -61,11 +62,25 @@ def choose_threads(model: Model, threads: int | None) -> int:
         return threads
     if os.environ.get("EDGEKIT_NUM_THREADS", "").strip():
         return get_num_threads()                                              # the kernels validated and applied it
-    largest = max(int(np.prod(t.shape)) for t in model.tensors.values() if len(t.shape) == 2)
-    if largest < SMALL_MATRIX_WEIGHTS:
-        logger.info("small model (largest matrix %d weights): kernels run on 1 thread", largest)
+    if is_small_model(model):
+        logger.info("small model (largest matrix < %d weights): kernels run on 1 thread", SMALL_MATRIX_WEIGHTS)
         return 1
     return os.cpu_count() or 1
+
+
+def is_small_model(model: Model) -> bool:
+    """True when the model's largest matrix has fewer than SMALL_MATRIX_WEIGHTS weights."""
+    return max(int(np.prod(t.shape)) for t in model.tensors.values() if len(t.shape) == 2) < SMALL_MATRIX_WEIGHTS
+
+
+def default_kv_cache(model: Model) -> str:
+    """The KV cache when neither kv_cache nor $EDGEKIT_KV_CACHE names one: f16, but f32 for small models.
+
+    f16 halves the bytes decode attention reads per layer and token (docs/bench/notes.md, AMD EPYC AVX2
+    section: BitNet 2B4T shapes); small models' caches stay in the CPU caches, so f16 gains them nothing, and
+    it flips near-tied greedy tokens (bitllama2c 1M from BOS: token 26 differs from the reference, measured),
+    so they keep the exact f32."""
+    return "f32" if is_small_model(model) else "f16"
 
 
 ACT_PASSES_ENV = "EDGEKIT_ACT_PASSES"
@@ -84,7 +99,7 @@ def resolve_act_passes(passes: int | None) -> int:
 class NativeBackend:
     """The native engine behind the `Backend` interface (see edgekit.runtime.backend).
 
-    kv_cache: "f32" (default), "f16" or "int8" (or $EDGEKIT_KV_CACHE); threads: kernel threads for the whole
+    kv_cache: "f16", "f32" or "int8" (or $EDGEKIT_KV_CACHE; default: default_kv_cache); threads: kernel threads for the whole
     process (edgekit.kernels.set_num_threads; None: see choose_threads); fuse: one kernel call for q/k/v and
     for gate/up where that is exact (native_weights.py); blas_threads: OpenBLAS threads for the attention
     matmuls, process-wide (blas_threads.py says why 1; None leaves them); act_passes: for integer weights in
@@ -106,7 +121,7 @@ class NativeBackend:
         if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
             raise GenerationError(f"context_length must be a positive integer, got {context_length!r}",
                                   fix="pass e.g. --context 512")
-        self.cache = make_kv_cache(c, max_len, kv_cache)
+        self.cache = make_kv_cache(c, max_len, kv_cache, default_kv_cache(model))
         self.act_passes = resolve_act_passes(act_passes)
         self.layers: list[LayerWeights] = [prepare_layer(model, i, fuse, self.act_passes) for i in range(c.n_layers)]
         self.output = prepare_output(model, self.act_passes)
@@ -119,6 +134,8 @@ class NativeBackend:
         self.c_ops = c_ops and ops.available()
         self.decode_attention = ops.DecodeAttention(c.n_heads, c.n_kv_heads, c.head_dim, max_len, self.score_scale) \
             if self.c_ops else None
+        # decode attention reads the cache's own f32 or f16 rows (no float32 copy) when the library can
+        self.direct_kv = self.c_ops and (self.cache.kind == "f32" or (self.cache.kind == "f16" and ops.reads_f16_kv()))
 
     # -- the Backend interface ------------------------------------------------------------------------------
 
@@ -230,10 +247,12 @@ class NativeBackend:
         c, g = self.config, self.group
         KV, hd = c.n_kv_heads, c.head_dim
         T, S = q.shape[0], start + q.shape[0]
+        if T == 1 and self.decode_attention is not None:
+            stored = self.cache.stored(index, S) if self.direct_kv else None  # f32/f16 rows read as stored
+            keys, values = stored if stored is not None else (self.cache.keys(index, S), self.cache.values(index, S))
+            return self.decode_attention(np.ascontiguousarray(q), keys, values)
         keys = self.cache.keys(index, S)                                      # [kv_heads, S, hd]
         values = self.cache.values(index, S)
-        if T == 1 and self.decode_attention is not None:
-            return self.decode_attention(np.ascontiguousarray(q), keys, values)
         if T == 1:
             qg = q.reshape(KV, g, hd)                                         # decode: no transposes
         else:

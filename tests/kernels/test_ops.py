@@ -95,7 +95,7 @@ def test_wrong_buffers_are_refused():
         attend(np.zeros(31, np.float32), keys, keys)
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
 def test_attend_decode_portable_and_avx512_paths(isa):
     from edgekit import kernels
     from edgekit.kernels import _native
@@ -112,3 +112,41 @@ def test_attend_decode_portable_and_avx512_paths(isa):
     finally:
         kernels.set_isa("auto")
     np.testing.assert_allclose(out, numpy_attention(q, keys, values, 0.125), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("heads,kv,hd,length", [(20, 5, 128, 1), (20, 5, 128, 17), (20, 5, 128, 200),
+                                                (8, 1, 64, 33), (6, 3, 8, 9), (16, 1, 32, 5)])
+def test_attend_decode_reads_float16_rows(isa, heads, kv, hd, length):
+    """f16 keys/values (the f16 cache's stored blocks) read directly: equal to float64 attention over the same
+    f16 values widened, on the portable loop, the AVX2/F16C group kernel (hd % 16 == 0, group <= 8; also
+    under the AVX-512 ISA) and the portable fallback of the other shapes (hd 8, a group of 16)."""
+    if not ops.reads_f16_kv():
+        pytest.skip("kernel library without ek_attend_decode_kv")
+    from edgekit import kernels
+    from edgekit.kernels import _native
+    if not _native.load().ek_isa_available(_native.ISA_IDS[isa]):
+        pytest.skip(f"{isa} not available here")
+    rng = np.random.default_rng(heads * 1000 + length)
+    max_len = length + 7
+    cache_k = rng.standard_normal((kv, max_len, hd)).astype(np.float16)
+    cache_v = (rng.standard_normal((kv, max_len, hd)) * 2).astype(np.float16)
+    q = (rng.standard_normal((heads, hd)) * 3).astype(np.float32)
+    keys, values = cache_k[:, :length], cache_v[:, :length]                   # views with the cache's strides
+    kernels.set_isa(isa)
+    try:
+        out = ops.DecodeAttention(heads, kv, hd, 4, 1 / np.sqrt(hd))(q, keys, values)
+    finally:
+        kernels.set_isa("auto")
+    expected = numpy_attention(q, keys.astype(np.float32), values.astype(np.float32), 1 / np.sqrt(hd))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attend_decode_refuses_mixed_or_unknown_kv_dtypes():
+    attend = ops.DecodeAttention(4, 2, 16, 4, 0.25)
+    q = np.zeros(64, np.float32)
+    keys = np.zeros((2, 4, 16), np.float16)
+    with pytest.raises(KernelInputError, match="values must be float32 or float16"):
+        attend(q, keys, keys.astype(np.float32))
+    with pytest.raises(KernelInputError, match="keys must be float32 or float16"):
+        attend(q, keys.astype(np.float64), keys.astype(np.float64))

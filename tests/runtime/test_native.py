@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import ConfigError, GenerationError
-from edgekit.kernels import get_num_threads, info, set_isa, set_num_threads
+from edgekit.kernels import get_num_threads, info, ops, set_isa, set_num_threads
 from edgekit.model import load
 from edgekit.quantize.default_model import load_default_model
 from edgekit.quantize.evaluate import log_softmax, split_documents
@@ -250,6 +250,37 @@ def test_compressed_kv_cache_storage_error_is_bounded(kv):
             step = np.abs(want).max(axis=-1, keepdims=True) / 127
             assert np.all(np.abs(got - want) <= step / 2 * (1 + 1e-5))
     assert not cache.keys(1, 3).any() and cache.nbytes < make_kv_cache(config, 16, "f32").nbytes
+
+
+def test_default_kv_cache_is_f16_except_for_small_models(loaded, monkeypatch):
+    """f16 by default; f32 (exact) for models whose largest matrix is under SMALL_MATRIX_WEIGHTS."""
+    import edgekit.runtime.native as native
+    monkeypatch.delenv("EDGEKIT_KV_CACHE", raising=False)
+    model = loaded("stories260K.bin")
+    assert native.default_kv_cache(model) == "f32" and NativeBackend(model).kv_cache == "f32"
+    monkeypatch.setattr(native, "SMALL_MATRIX_WEIGHTS", 1)                  # every model counts as large
+    backend = NativeBackend(model, threads=1)
+    assert backend.kv_cache == "f16" and backend.direct_kv == ops.reads_f16_kv()
+
+
+def test_f16_cache_read_directly_equals_its_widened_copy(loaded):
+    """The C decode attention on the f16 cache's own rows (F16C widening in registers) gives the same logits,
+    bit for bit, as on the float32 copy the cache widens for other readers (the same values, the same sums)."""
+    if not ops.reads_f16_kv():
+        pytest.skip("kernel library without ek_attend_decode_kv")
+    model = loaded("bitnet/bitllama2c_3M_ternary_lsbfirst.bin")
+    # AVX-512 reads float32 rows with its own kernel; the AVX2 one (and the portable one) read both alike
+    if "avx2" in info()["available_isas"]:
+        set_isa("avx2")
+    try:
+        direct, widened = NativeBackend(model, kv_cache="f16"), NativeBackend(model, kv_cache="f16")
+        widened.direct_kv = False
+        assert direct.direct_kv
+        assert np.array_equal(direct.prefill([1, 403, 407, 261]), widened.prefill([1, 403, 407, 261]))
+        for token in (378, 432, 383, 5):
+            assert np.array_equal(direct.decode(token), widened.decode(token))
+    finally:
+        set_isa("auto")
 
 
 def test_fused_linears_are_bit_identical_to_separate_ones(loaded):

@@ -19,7 +19,10 @@
 #include "ek_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+enum { EK_KV_F32 = 0, EK_KV_F16 = 1 }; /* ek_attend_decode_kv's kv_type */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -131,6 +134,46 @@ static void attend_head(const float *qh, const float *k, const float *v, int64_t
     }
 }
 
+/* IEEE binary16 -> float32, exactly (subnormals, Inf and NaN included): the portable path's widening. */
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0x1fu) bits = sign | 0x7f800000u | (man << 13);          /* Inf / NaN */
+    else if (exp) bits = sign | ((exp + 112u) << 23) | (man << 13);     /* normal: rebias 15 -> 127 */
+    else if (!man) bits = sign;                                          /* +-0 */
+    else {                                                               /* subnormal: normalize */
+        int e = -1;
+        do { man <<= 1; e++; } while (!(man & 0x400u));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* attend_head over float16 rows: each key and value row widened into `row` (hd floats) first. */
+static void attend_head_f16(const float *qh, const uint16_t *k, const uint16_t *v, int64_t hd, int64_t S,
+                            float scale, float *out, float *scratch, float *row) {
+    float m = -INFINITY;
+    for (int64_t s = 0; s < S; s++) {
+        for (int64_t d = 0; d < hd; d++) row[d] = half_to_float(k[s * hd + d]);
+        float score = dot_row(qh, row, hd) * scale;
+        scratch[s] = score;
+        if (score > m) m = score;
+    }
+    float sum = 0.0f;
+    for (int64_t s = 0; s < S; s++) {
+        float e = expf(scratch[s] - m);
+        scratch[s] = e;
+        sum += e;
+    }
+    memset(out, 0, sizeof(float) * (size_t)hd);
+    for (int64_t s = 0; s < S; s++) {
+        float p = scratch[s] / sum;
+        const uint16_t *vs = v + s * hd;
+        for (int64_t d = 0; d < hd; d++) out[d] += p * half_to_float(vs[d]);
+    }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
@@ -212,34 +255,167 @@ static EK_AVX512 void attend_group_avx512(const float *q, int g, const float *k,
     }
 }
 
+#define EK_AVX2F16 __attribute__((target("avx2,fma,f16c")))
+
+/* exp_nonpositive on 8 lanes: the same Cephes polynomial, 2^n built in the exponent bits (n >= -126 after the
+ * clamp, so always a normal float). */
+static inline EK_AVX2F16 __m256 exp_nonpositive8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* 8 floats of a key/value row: float32 as is, float16 widened with F16C (vcvtph2ps, exact). */
+static inline EK_AVX2F16 __m256 load_kv8(const void *row, int64_t d, int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + d)));
+    return _mm256_loadu_ps((const float *)row + d);
+}
+
+/* The 8 lane sums of a[0..7] as one vector (lane j = sum of a[j]). */
+static inline EK_AVX2F16 __m256 hsum8x8(const __m256 *a) {
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* One kv head's group of g <= GMAX query heads over float32 or float16 rows (hd a multiple of 16), AVX2 + FMA
+ * + F16C: each key row is read once for the group; scratch holds S x 8 floats, lane j of row s the score, then
+ * the unnormalized probability, of head j at position s (max, exp and sum run on 8 heads at once). Values are
+ * summed 16 floats x 4 heads at a time (11 ymm live), passes over the group's value rows come from L1/L2. */
+static inline __attribute__((always_inline)) EK_AVX2F16 void attend_group_avx2(
+        const float *q, int g, const void *k, const void *v, int f16, int64_t hd, int64_t S, float scale,
+        float *out, float *scratch) {
+    const size_t esize = f16 ? 2 : 4;
+    __m256 mx = _mm256_set1_ps(-INFINITY), vscale = _mm256_set1_ps(scale);
+    for (int64_t s = 0; s < S; s++) {
+        const char *ks = (const char *)k + (size_t)(s * hd) * esize;
+        __m256 acc[GMAX];
+        for (int j = 0; j < GMAX; j++) acc[j] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < hd; d += 8) {
+            __m256 kr = load_kv8(ks, d, f16);
+            for (int j = 0; j < g; j++) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * hd + d), kr, acc[j]);
+        }
+        __m256 sc = _mm256_mul_ps(hsum8x8(acc), vscale);
+        _mm256_storeu_ps(scratch + 8 * s, sc);
+        mx = _mm256_max_ps(mx, sc);
+    }
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t s = 0; s < S; s++) {
+        __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(scratch + 8 * s), mx));
+        _mm256_storeu_ps(scratch + 8 * s, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float inv[8];
+    _mm256_storeu_ps(inv, _mm256_div_ps(_mm256_set1_ps(1.0f), sum));
+    for (int j0 = 0; j0 < g; j0 += 4) {
+        int nj = g - j0 < 4 ? g - j0 : 4;
+        for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+            __m256 acc[4][2];
+            for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+            for (int64_t s = 0; s < S; s++) {
+                const char *vs = (const char *)v + (size_t)(s * hd) * esize;
+                __m256 v0 = load_kv8(vs, d0, f16), v1 = load_kv8(vs, d0 + 8, f16);
+                for (int j = 0; j < nj; j++) {
+                    __m256 p = _mm256_broadcast_ss(scratch + 8 * s + j0 + j);
+                    acc[j][0] = _mm256_fmadd_ps(p, v0, acc[j][0]);
+                    acc[j][1] = _mm256_fmadd_ps(p, v1, acc[j][1]);
+                }
+            }
+            for (int j = 0; j < nj; j++) {
+                __m256 iv = _mm256_set1_ps(inv[j0 + j]);
+                _mm256_storeu_ps(out + (j0 + j) * hd + d0, _mm256_mul_ps(acc[j][0], iv));
+                _mm256_storeu_ps(out + (j0 + j) * hd + d0 + 8, _mm256_mul_ps(acc[j][1], iv));
+            }
+        }
+    }
+}
+
+static EK_AVX2F16 void attend_group_avx2_f32(const float *q, int g, const float *k, const float *v, int64_t hd,
+                                             int64_t S, float scale, float *out, float *scratch) {
+    attend_group_avx2(q, g, k, v, 0, hd, S, scale, out, scratch);
+}
+
+static EK_AVX2F16 void attend_group_avx2_f16(const float *q, int g, const uint16_t *k, const uint16_t *v,
+                                             int64_t hd, int64_t S, float scale, float *out, float *scratch) {
+    attend_group_avx2(q, g, k, v, 1, hd, S, scale, out, scratch);
+}
+
 static int avx512_ok(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 }
 #endif
 
-/* Decode attention of one token: q [heads, hd]; keys/values [kv_heads, S, hd] float32 with head stride `lds`
- * floats (rows of one head contiguous); head h reads kv head h / (heads / kv_heads). scores = (q . k) * scale,
- * softmax over the S positions (max subtracted), out [heads, hd] = sum_s p_s v_s. `scratch` holds
- * heads / kv_heads * S floats. On AVX-512 (hd a multiple of 16, groups of <= 8 heads) a kv head's query heads
- * share each key/value row read, and exp is a polynomial (relative error ~2e-7); elsewhere a portable loop
- * with libm's expf. Returns EK_ERR_ARG (nothing written) on an invalid size. */
-int ek_attend_decode(const float *q, int64_t heads, int64_t kv_heads, int64_t hd, const float *keys,
-                     const float *values, int64_t lds, int64_t S, float scale, float *out, float *scratch) {
+/* Decode attention of one token: q [heads, hd]; keys/values [kv_heads, S, hd] float32 (kv_type EK_KV_F32) or
+ * IEEE float16 (EK_KV_F16, widened exactly to float32 as they are read) with head stride `lds` elements (rows of
+ * one head contiguous); head h reads kv head h / (heads / kv_heads). scores = (q . k) * scale, softmax over
+ * the S positions (max subtracted), out [heads, hd] = sum_s p_s v_s. `scratch` holds max(8, heads / kv_heads) * S
+ * floats. Paths (hd a multiple of 16, groups of <= 8 heads): AVX-512 for float32 rows on the AVX-512 ISA; AVX2 +
+ * FMA + F16C for float16 rows on either x86 ISA and for float32 rows on the AVX2 ISA (a kv head's query heads
+ * share each key/value row read, exp is a polynomial, relative error ~2e-7); elsewhere a portable loop with
+ * libm's expf. Returns EK_ERR_ARG (nothing written) on an invalid size or kv_type. */
+int ek_attend_decode_kv(const float *q, int64_t heads, int64_t kv_heads, int64_t hd, const void *keys,
+                        const void *values, int kv_type, int64_t lds, int64_t S, float scale, float *out,
+                        float *scratch) {
     if (!q || !keys || !values || !out || !scratch || heads < 1 || kv_heads < 1 || heads % kv_heads || hd < 1 ||
-        S < 1 || (kv_heads > 1 && lds < S * hd))
+        S < 1 || (kv_heads > 1 && lds < S * hd) || (kv_type != EK_KV_F32 && kv_type != EK_KV_F16))
         return EK_ERR_ARG;
     int64_t group = heads / kv_heads;
+    const float *kf = keys, *vf = values;
+    const uint16_t *kh = keys, *vh = values;
 #if defined(__x86_64__) || defined(__i386__)
-    if (hd % 16 == 0 && group <= GMAX && ek_get_isa() == EK_ISA_AVX512 && avx512_ok()) {
-        for (int64_t h = 0; h < kv_heads; h++)
-            attend_group_avx512(q + h * group * hd, (int)group, keys + h * lds, values + h * lds, hd, S, scale,
-                                out + h * group * hd, scratch);
-        return EK_OK;
+    int isa = ek_get_isa();
+    if (hd % 16 == 0 && group <= GMAX) {
+        if (kv_type == EK_KV_F32 && isa == EK_ISA_AVX512 && avx512_ok()) {
+            for (int64_t h = 0; h < kv_heads; h++)
+                attend_group_avx512(q + h * group * hd, (int)group, kf + h * lds, vf + h * lds, hd, S, scale,
+                                    out + h * group * hd, scratch);
+            return EK_OK;
+        }
+        if (isa == EK_ISA_AVX2 || (isa == EK_ISA_AVX512 && kv_type == EK_KV_F16)) { /* the ISA implies F16C */
+            for (int64_t h = 0; h < kv_heads; h++) {
+                if (kv_type == EK_KV_F16)
+                    attend_group_avx2_f16(q + h * group * hd, (int)group, kh + h * lds, vh + h * lds, hd, S,
+                                          scale, out + h * group * hd, scratch);
+                else
+                    attend_group_avx2_f32(q + h * group * hd, (int)group, kf + h * lds, vf + h * lds, hd, S,
+                                          scale, out + h * group * hd, scratch);
+            }
+            return EK_OK;
+        }
     }
 #endif
+    if (kv_type == EK_KV_F16) {
+        float *row = malloc(sizeof(float) * (size_t)hd); /* one widened key or value row */
+        if (!row) return EK_ERR_NOMEM;
+        for (int64_t h = 0; h < heads; h++)
+            attend_head_f16(q + h * hd, kh + (h / group) * lds, vh + (h / group) * lds, hd, S, scale,
+                            out + h * hd, scratch, row);
+        free(row);
+        return EK_OK;
+    }
     for (int64_t h = 0; h < heads; h++)
-        attend_head(q + h * hd, keys + (h / group) * lds, values + (h / group) * lds, hd, S, scale, out + h * hd,
+        attend_head(q + h * hd, kf + (h / group) * lds, vf + (h / group) * lds, hd, S, scale, out + h * hd,
                     scratch);
     return EK_OK;
+}
+
+/* ek_attend_decode_kv over float32 rows (the first entry point, kept for its callers). */
+int ek_attend_decode(const float *q, int64_t heads, int64_t kv_heads, int64_t hd, const float *keys,
+                     const float *values, int64_t lds, int64_t S, float scale, float *out, float *scratch) {
+    return ek_attend_decode_kv(q, heads, kv_heads, hd, keys, values, EK_KV_F32, lds, S, scale, out, scratch);
 }
