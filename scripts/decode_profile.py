@@ -80,12 +80,26 @@ def main() -> None:
         calls[key] += 1
         return result
 
+    group_call = getattr(api, "LinearGroup", None) and api.LinearGroup.__call__
+
+    def timed_group(self, x, out=None):                  # several weights in one call (gate/up): "ek_t2 x2"
+        start = time.perf_counter()
+        result = group_call(self, x, out)
+        key = (self.rows, self.cols, f"{self.parts[0].tensor.format} x{len(self.parts)}")
+        spent[key] += time.perf_counter() - start
+        calls[key] += 1
+        return result
+
     api.PreparedLinear.__call__ = timed
+    if group_call:
+        api.LinearGroup.__call__ = timed_group
     restore = wrap_steps(spent, calls) if args.breakdown else []
     try:
         total = run()
     finally:
         api.PreparedLinear.__call__ = original
+        if group_call:
+            api.LinearGroup.__call__ = group_call
         for owner, name, function in restore:
             setattr(owner, name, function)
     steps = {k: spent.pop(k) for k in list(spent) if isinstance(k, str)}
@@ -94,7 +108,7 @@ def main() -> None:
           f"rest {(total - in_kernels) * 1e3:.2f} ms")
     for key, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         rows, cols, fmt = key
-        print(f"  {fmt:6} {rows:>6}x{cols:<5} {calls[key] // args.steps:3} calls/token "
+        print(f"  {fmt:9} {rows:>6}x{cols:<5} {calls[key] // args.steps:3} calls/token "
               f"{seconds / args.steps * 1e3:7.2f} ms/token {seconds / calls[key] * 1e6:9.1f} us/call")
     for name, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):      # timed outside the kernel calls
         print(f"  {name:18} {calls[name] // args.steps:3} calls/token {seconds / args.steps * 1e3:7.2f} ms/token "

@@ -81,8 +81,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ek_repack": (i32, [ctypes.POINTER(Weight), i32, vp]),
         "ek_read_bandwidth": (ctypes.c_double, [szt, i32, i32]),
         "ek_preferred_layout": (i32, [ctypes.POINTER(Weight), i32]),
+        "ek_linear_multi": (i32, [ctypes.POINTER(ctypes.POINTER(Weight)), i32, ctypes.POINTER(Act), vp, i64,
+                                  ctypes.POINTER(ctypes.c_char_p)]),
     }
-    optional = {"ek_preferred_layout"}  # absent from builds before the repacked layouts: native only
+    # absent from older builds: ek_preferred_layout (native layouts only), ek_linear_multi (one call per weight)
+    optional = {"ek_preferred_layout", "ek_linear_multi"}
     for name, (restype, argtypes) in signatures.items():
         if name in optional and not hasattr(lib, name):
             continue

@@ -231,6 +231,56 @@ class PreparedLinear:
                 f"act {self.act_quant}, layout {self.layout}, {self.variant})")
 
 
+class LinearGroup:
+    """Integer-weight PreparedLinears with one input, run as one foreign call (ek_linear_multi): x is quantized
+    once and every part's rows are shared among the threads in one pool run. Each output column is computed
+    exactly as the part's own call computes it (tests/kernels/test_kernels.py holds it to them).
+
+    `LinearGroup.applies(parts)` says whether the loaded library and the parts allow it (the same cols, integer
+    formats, at most 8 parts)."""
+
+    MAX_PARTS = 8
+
+    def __init__(self, parts: list[PreparedLinear]):
+        if not self.applies(parts):
+            raise ConfigError(f"these {len(parts)} linears cannot run as one call",
+                              fix="check LinearGroup.applies(parts) first, or call the parts one by one")
+        self.parts, self.cols = parts, parts[0].cols
+        self.rows = sum(p.rows for p in parts)
+        self._lib = parts[0]._lib
+        self._weights = (ctypes.POINTER(_native.Weight) * len(parts))(*[ctypes.pointer(p._weight) for p in parts])
+        self.last_variant = parts[0].variant
+
+    @classmethod
+    def applies(cls, parts: list[PreparedLinear]) -> bool:
+        lib = parts[0]._lib if parts else None
+        return (lib is not None and hasattr(lib, "ek_linear_multi") and 1 < len(parts) <= cls.MAX_PARTS
+                and all(p._lib is lib and p._weight is not None and not p.is_float and p.cols == parts[0].cols
+                        and p.padded_cols == parts[0].padded_cols for p in parts))
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x float32 [T, cols] -> out float32 [T, sum rows] (the parts' outputs side by side)."""
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise KernelInputError(f"x must be a 2-D float32 array [tokens, {self.cols}], got "
+                                   f"{getattr(x, 'shape', type(x).__name__)}", fix="reshape to [tokens, in_features]")
+        tokens = x.shape[0]
+        check_buffer("x", x, np.float32, (max(tokens, 1), self.cols))
+        if out is None:
+            out = np.empty((tokens, self.rows), dtype=np.float32)
+        else:
+            check_buffer("out", out, np.float32, (tokens, self.rows), writeable=True)
+        padded = self.parts[0].padded_cols
+        act = _native.Act(_native.ACT_F32, self.cols, tokens, padded, None, None, x.ctypes.data, None)
+        name = ctypes.c_char_p()
+        status = self._lib.ek_linear_multi(self._weights, len(self.parts), ctypes.byref(act), out.ctypes.data,
+                                           self.rows, ctypes.byref(name))
+        if status != 0:
+            raise KernelInputError(f"ek_linear_multi refused {len(self.parts)} weights [{self.rows} x {self.cols}]: "
+                                   f"{_native.STATUS.get(status, status)}", fix="report this as a bug in edgekit")
+        self.last_variant = name.value.decode()
+        return out
+
+
 def quantize_padded(lib, x: np.ndarray, padded_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """C absmax int8 of x [T, K] into q int8 [T, padded_cols] (zero padding) and scale float32 [T]."""
     tokens, cols = x.shape

@@ -12,6 +12,9 @@ work of three (two). Packing is per row, so concatenating rows leaves every outp
 unchanged (tests check the fused engine is bit-identical to the unfused one). Fusion needs the same format,
 group size and, for per-tensor scales, the same scale; and it is only done for small matrices, where the
 per-call overhead (~10 us) is comparable to the work, because the fused copy costs its size in memory.
+Larger integer-weight groups (BitNet 2B4T's gate/up, 2 x 6912 x 2560) stay separate matrices but run as one
+foreign call (edgekit.kernels.api.LinearGroup, ek_linear_multi): one activation quantization, one pool run,
+no copy; each part's outputs are exactly its own call's.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from edgekit.formats import PER_TENSOR, QuantizedTensor, get_format, pack_values
 from edgekit.kernels import PreparedLinear, prepare_linear, quantize_absmax_int8
+from edgekit.kernels.api import LinearGroup
 from edgekit.model.config import ModelConfig
 from edgekit.model.lazy import materialize
 from edgekit.model.model import Model
@@ -89,6 +93,11 @@ class FusedLinear:
     bias: np.ndarray | None = None
     split_activations: bool = False
     _decode_out: np.ndarray | None = field(default=None, repr=False)
+    _group: LinearGroup | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if len(self.parts) > 1 and LinearGroup.applies(self.parts):
+            self._group = LinearGroup(self.parts)       # unfused parts: still one foreign call (ek_linear_multi)
 
     @property
     def out_features(self) -> int:
@@ -112,6 +121,8 @@ class FusedLinear:
             out = np.empty((x.shape[0], self.out_features), dtype=np.float32)
         if len(self.parts) == 1:
             return self.parts[0](x, out=out)
+        if self._group is not None:
+            return self._group(x, out=out)
         start = 0
         for part in self.parts:                 # kernels need a contiguous out: write, then place
             out[:, start:start + part.rows] = part(x)
@@ -120,6 +131,8 @@ class FusedLinear:
 
     @property
     def variants(self) -> list[str]:
+        if self._group is not None:
+            return [self._group.last_variant] * len(self.parts)
         return [p.last_variant for p in self.parts]
 
 

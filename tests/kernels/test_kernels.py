@@ -128,3 +128,36 @@ def test_large_layer_uses_all_threads_and_stays_exact():
             check_int(tensor, x, lin(x), exact=True)
     finally:
         kernels.set_num_threads(before)
+
+
+@pytest.mark.parametrize("tokens", [1, 5])
+@pytest.mark.parametrize("formats", [("ek_t2", "ek_t2"), ("ek_t1", "ek_t2", "ek_t2"), ("ek_i4", "ek_i2"),
+                                     ("ek_u4", "ek_i3", "ek_i8")])
+def test_linear_group_is_bit_identical_to_its_parts(formats, tokens):
+    """ek_linear_multi (LinearGroup): several weights over one input in one call, every part's columns equal
+    to its own call's, bit for bit (row counts off the tiles, mixed formats, groups and layouts)."""
+    from edgekit.kernels.api import LinearGroup
+    rng = np.random.default_rng(len(formats) * 10 + tokens)
+    cols = 320
+    parts = []
+    for i, fmt in enumerate(formats):
+        group = PER_TENSOR if fmt in ("ek_t2", "ek_t1") else (PER_CHANNEL if fmt == "ek_i8" else 32)
+        parts.append(kernels.prepare_linear(random_tensor(rng, fmt, 37 + 29 * i, cols, group), "int8_absmax"))
+    if not LinearGroup.applies(parts):
+        pytest.skip("kernel library without ek_linear_multi")
+    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    group = LinearGroup(parts)
+    out = group(x)
+    np.testing.assert_array_equal(out, np.concatenate([p(x) for p in parts], axis=1))
+    assert out.shape == (tokens, sum(p.rows for p in parts))
+
+
+def test_linear_group_refuses_parts_of_different_widths():
+    from edgekit.kernels.api import LinearGroup
+    rng = np.random.default_rng(3)
+    parts = [kernels.prepare_linear(random_tensor(rng, "ek_t2", 16, cols, PER_TENSOR), "int8_absmax")
+             for cols in (64, 96)]
+    assert not LinearGroup.applies(parts)
+    from edgekit.errors import ConfigError
+    with pytest.raises(ConfigError, match="one call"):
+        LinearGroup(parts)

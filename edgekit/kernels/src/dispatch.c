@@ -227,6 +227,100 @@ static int run_linear(const ek_weight *w, ek_act *a, float *y, int64_t ldy, cons
     return EK_OK;
 }
 
+/* ---- several weights over one activation (gate/up, q/k/v unfused) ---------------------------------- */
+
+#define EK_MULTI_MAX 8
+
+typedef struct {
+    int n;
+    const ek_kernel *k[EK_MULTI_MAX];
+    const ek_weight *w[EK_MULTI_MAX];
+    ek_act act[EK_MULTI_MAX];
+    void *scratch[EK_MULTI_MAX];
+    float *y[EK_MULTI_MAX];
+    int64_t offset[EK_MULTI_MAX + 1]; /* part i owns global rows [offset[i], offset[i] + rows_i); gaps pad tiles */
+    int64_t ldy;
+} multi_job;
+
+static void multi_chunk(void *ctx, int64_t r0, int64_t r1) {
+    multi_job *j = ctx;
+    for (int i = 0; i < j->n; i++) {
+        int64_t lo = r0 > j->offset[i] ? r0 : j->offset[i], end = j->offset[i] + j->w[i]->rows;
+        int64_t hi = r1 < end ? r1 : end;
+        if (lo < hi)
+            j->k[i]->rows(j->w[i], &j->act[i], j->scratch[i], j->y[i], j->ldy, lo - j->offset[i], hi - j->offset[i]);
+    }
+}
+
+/* ek_linear for n weights sharing one input: y [T, sum rows_i] (row stride ldy) holds their outputs side by side,
+ * computed exactly as n ek_linear calls would (each part's own kernel, scratch and group sums), but the activation
+ * is quantized once and every part's rows are shared among the threads in one pool run (one wake-up and one
+ * barrier instead of n). The weights must have the same cols and all be float or all be integer formats. */
+int ek_linear_multi(const ek_weight *const *ws, int n, const ek_act *a, float *y, int64_t ldy,
+                    const char **kernel_name) {
+    if (!ws || n < 1 || n > EK_MULTI_MAX || !a || !y) return EK_ERR_ARG;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ws[i]) return EK_ERR_ARG;
+        total += ws[i]->rows;
+        if (ws[i]->cols != ws[0]->cols || ek_format_is_float(ws[i]->format) != ek_format_is_float(ws[0]->format))
+            return EK_ERR_ARG;
+    }
+    for (int i = 0; i < n; i++) {
+        int status = check_args(ws[i], a, y, ldy - (total - ws[i]->rows));
+        if (status != EK_OK) return status;
+    }
+    ek_act act = *a;
+    act.gsum = NULL; /* recomputed per part: a caller's sums are for one group size */
+    int8_t *qbuf = NULL;
+    float *qscale = NULL;
+    if (act.kind == EK_ACT_F32 && !ek_format_is_float(ws[0]->format)) {
+        int64_t xc = act.x_cols ? act.x_cols : act.cols;
+        qscale = malloc(sizeof(float) * (size_t)act.tokens);
+        if (!qscale || !(qbuf = malloc((size_t)(act.tokens * act.cols)))) { free(qscale); return EK_ERR_NOMEM; }
+        ek_quantize_absmax_i8(act.x, act.tokens, xc, xc, qbuf, act.cols, qscale);
+        act.kind = EK_ACT_I8, act.q = qbuf, act.scale = qscale, act.gsum = NULL;
+    }
+    multi_job job;
+    memset(&job, 0, sizeof job);
+    job.n = n, job.ldy = ldy;
+    int status = EK_OK, tile_max = 1;
+    int64_t col = 0;
+    for (int i = 0; i < n && status == EK_OK; i++) {
+        const ek_weight *w = ws[i];
+        const ek_kernel *k = choose_kernel(w, act.kind, act.tokens);
+        if (!k) { status = EK_ERR_UNSUPPORTED; break; }
+        job.k[i] = k, job.w[i] = w, job.act[i] = act, job.y[i] = y + col;
+        col += w->rows;
+        if (act.kind == EK_ACT_I8) { /* group sums depend on the part's group size */
+            if (!(job.act[i].gsum = group_sums(w, &act))) { status = EK_ERR_NOMEM; break; }
+        }
+        size_t bytes = k->scratch_bytes ? k->scratch_bytes(w, &job.act[i]) : 0;
+        if (bytes && posix_memalign(&job.scratch[i], 64, (bytes + 63) / 64 * 64) != 0) {
+            job.scratch[i] = NULL;
+            status = EK_ERR_NOMEM;
+            break;
+        }
+        if (k->prepare) k->prepare(w, &job.act[i], job.scratch[i]);
+        int tile = k->row_tile > 0 ? k->row_tile : 1;
+        if (tile > tile_max) tile_max = tile;
+    }
+    if (status == EK_OK) {
+        /* part offsets rounded up to the largest row tile, so every chunk starts on a tile of its part */
+        for (int i = 0; i < n; i++)
+            job.offset[i + 1] = job.offset[i] + (ws[i]->rows + tile_max - 1) / tile_max * tile_max;
+        ek_pool_run(multi_chunk, &job, job.offset[n], chunk_rows(total, tile_max));
+        if (kernel_name) *kernel_name = job.k[0]->name;
+    }
+    for (int i = 0; i < n; i++) {
+        free(job.scratch[i]);
+        free((void *)job.act[i].gsum);
+    }
+    free(qbuf);
+    free(qscale);
+    return status;
+}
+
 void ek_avx2_quantize_row(const float *x, int64_t k, int8_t *q, float *scale); /* avx2.c */
 
 void ek_quantize_absmax_i8(const float *x, int64_t tokens, int64_t k, int64_t ldx, int8_t *q, int64_t ldq,

@@ -134,6 +134,11 @@ void ek_quantize_absmax_i8(const float *x, int64_t tokens, int64_t k, int64_t ld
  * receives the name of the kernel that ran (a static string). */
 int ek_linear(const ek_weight *w, const ek_act *a, float *y, int64_t ldy, const char **kernel_name);
 
+/* ek_linear for n <= 8 weights with the same cols over one activation (quantized once, one pool run): their
+ * outputs side by side in y [T, sum rows_i] (row stride ldy), each equal to what ek_linear computes alone. */
+int ek_linear_multi(const ek_weight *const *ws, int n, const ek_act *a, float *y, int64_t ldy,
+                    const char **kernel_name);
+
 /* The kernel ek_linear would choose for (w, act kind, T) on the current ISA (NULL if none), and why a
  * faster kernel was not taken (static string, "" when the best one applies). */
 const char *ek_kernel_choice(const ek_weight *w, int act_kind, int64_t tokens, const char **reason);
