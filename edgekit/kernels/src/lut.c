@@ -297,11 +297,28 @@ const ek_kernel *ek_avx512_lut_kernel(int format, int act_kind, int layout, int6
  *     ek_t2 -> lut3 avx2       37.4 / 56.7                      29.2
  *     ek_t1 native maddubs     28.6 / 59.4                      10.1
  *     ek_t1 -> lut3 avx2       38.8 / 66.5                      30.2
- * So on AVX2 both ternary formats are repacked: ek_t1 wins everywhere (3x from DRAM), ek_t2 trades a 0.69x
- * cache-resident prefill for a 1.35x DRAM decode, which is what a real model's decode reads from. */
+ * So on that CPU's AVX2 both ternary formats were repacked: ek_t1 wins everywhere (3x from DRAM), ek_t2 trades
+ * a 0.69x cache-resident prefill for a 1.35x DRAM decode.
+ *
+ * On a real AVX2-only CPU (AMD EPYC, family 25 model 1, Zen 3: AVX2 + FMA + F16C, no AVX-512; 2 vCPUs, 32 MiB
+ * L3; 2026-12-03, docs/bench/notes.md "AMD EPYC AVX2" section) ek_t2's answer flips. From DRAM, T=1, Gw/s wall,
+ * best of 5 (probe 19.6 GB/s on 1 thread, 34.3 on 2):
+ *     python scripts/kernel_bench.py --formats ek_t2 --shapes 0 2 3 --tokens 1 --threads 1 2  *         --layouts native lut3 --repeat 5
+ *                         2560x2560 1t/2t   6912x2560 1t/2t   2560x6912 1t/2t
+ *     ek_t2 native maddubs   34.9 / 35.1       33.0 / 43.1       35.8 / 49.4
+ *     ek_t2 -> lut3 avx2     25.9 / 32.5       29.7 / 38.7       31.0 / 42.9
+ * (both compute-bound here: CPU-time Gw/s within 3-20% of wall); prefill T=128 (--tokens 128 --repeat 2,
+ * load average ~2.6): lut3 1.00-1.26x native. ek_t1 keeps LUT3 on this CPU too (T=1, 1 thread: 19.1-21.2 vs
+ * 9.6-18.3 Gw/s native; T=128 1.2-2.2x). So ek_t2 takes LUT3 only where the AVX2 kernels run on an AVX-512 CPU
+ * (the Sapphire Rapids numbers above), and stays native on AVX2-only CPUs, where decode (the bandwidth-bound
+ * half of the ternary goals) is 1.08-1.35x faster native, the prefill loss is at most 0.8x and the repack's
+ * copy (0.43 GB at BitNet 2B4T) is not made. */
 int ek_lut_preferred_layout(const ek_weight *w, int act_kind, int isa) {
     if (act_kind != EK_ACT_I8 || w->group != w->cols) return EK_LAYOUT_NATIVE;
     if (isa == EK_ISA_AVX512 && w->format == EK_FMT_T1) return EK_LAYOUT_TERNARY_LUT3;
-    if (isa == EK_ISA_AVX2 && is_ternary(w->format)) return EK_LAYOUT_TERNARY_LUT3;
+    if (isa == EK_ISA_AVX2 && w->format == EK_FMT_T1) return EK_LAYOUT_TERNARY_LUT3;
+    /* an AVX-512 CPU as the dispatcher counts one (AVX-512 F/BW/VL/VNNI/VBMI), running the AVX2 kernels */
+    if (isa == EK_ISA_AVX2 && w->format == EK_FMT_T2 && ek_isa_available(EK_ISA_AVX512))
+        return EK_LAYOUT_TERNARY_LUT3;
     return EK_LAYOUT_NATIVE;
 }
