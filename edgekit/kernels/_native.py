@@ -31,6 +31,18 @@ STATUS = {0: "ok", -1: "invalid argument", -2: "out of memory", -3: "unsupported
 _c_float_p = ctypes.POINTER(ctypes.c_float)
 
 
+def address(array) -> int:
+    """The data address of a numpy array, as `array.ctypes.data` gives it, in ~1 us instead of ~2.5 us.
+
+    Why: a decode step of BitNet 2B4T makes ~330 foreign calls with 2-3 buffers each, and numpy builds a
+    ctypes helper object per `.ctypes` access. A writable C-contiguous buffer is read through ctypes'
+    buffer protocol instead; anything else (read-only, strided views) takes `.ctypes.data`."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
 class Weight(ctypes.Structure):
     """struct ek_weight."""
 

@@ -32,7 +32,7 @@ class KernelInputError(ShapeMismatchError):
 
 
 def _ptr(array: np.ndarray | None) -> int | None:
-    return None if array is None else array.ctypes.data
+    return None if array is None else _native.address(array)
 
 
 def check_buffer(name: str, array, dtype, shape: tuple[int, int], writeable: bool = False) -> np.ndarray:
@@ -188,7 +188,7 @@ class PreparedLinear:
         if self.is_float:
             return self._float_call(x, out)
         # One foreign call: ek_linear quantizes x per token (int8 absmax, zero padded) before the kernel.
-        act = _native.Act(_native.ACT_F32, self.cols, tokens, self.padded_cols, None, None, x.ctypes.data, None)
+        act = _native.Act(_native.ACT_F32, self.cols, tokens, self.padded_cols, None, None, _native.address(x), None)
         self._run(act, out)
         return out
 
@@ -207,7 +207,7 @@ class PreparedLinear:
 
     def _run(self, act: _native.Act, out: np.ndarray) -> None:
         name = ctypes.c_char_p()
-        status = self._lib.ek_linear(self._weight_ref, ctypes.byref(act), out.ctypes.data, self.rows,
+        status = self._lib.ek_linear(self._weight_ref, ctypes.byref(act), _native.address(out), self.rows,
                                      ctypes.byref(name))
         if status != 0:
             raise KernelInputError(f"kernel for {self.tensor.format} [{self.rows} x {self.cols}] refused the call: "
@@ -270,9 +270,9 @@ class LinearGroup:
         else:
             check_buffer("out", out, np.float32, (tokens, self.rows), writeable=True)
         padded = self.parts[0].padded_cols
-        act = _native.Act(_native.ACT_F32, self.cols, tokens, padded, None, None, x.ctypes.data, None)
+        act = _native.Act(_native.ACT_F32, self.cols, tokens, padded, None, None, _native.address(x), None)
         name = ctypes.c_char_p()
-        status = self._lib.ek_linear_multi(self._weights, len(self.parts), ctypes.byref(act), out.ctypes.data,
+        status = self._lib.ek_linear_multi(self._weights, len(self.parts), ctypes.byref(act), _native.address(out),
                                            self.rows, ctypes.byref(name))
         if status != 0:
             raise KernelInputError(f"ek_linear_multi refused {len(self.parts)} weights [{self.rows} x {self.cols}]: "

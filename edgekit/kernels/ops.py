@@ -78,8 +78,9 @@ def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float, out: np.ndarr
     elif out.shape != (rows, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise KernelInputError(f"out must be a C-contiguous float32 [{rows}, {n}] array, got {out.dtype} {out.shape}",
                                fix="pass np.empty_like(x) or leave out=None")
-    _lib().ek_rms_norm(x.ctypes.data, rows, n, x.strides[0] // 4, None if weight is None else weight.ctypes.data,
-                       eps, out.ctypes.data, n)
+    address = _native.address
+    _lib().ek_rms_norm(address(x), rows, n, x.strides[0] // 4, None if weight is None else address(weight), eps,
+                       address(out), n)
     return out
 
 
@@ -92,10 +93,11 @@ def relu2_gate(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     out = np.empty(gate.shape, dtype=np.float32)
     lib = _lib()
     if gate.shape[0] == 1 or (gate.flags.c_contiguous and up.flags.c_contiguous):
-        lib.ek_relu2_gate(gate.ctypes.data, up.ctypes.data, gate.size, out.ctypes.data)
+        lib.ek_relu2_gate(_native.address(gate), _native.address(up), gate.size, _native.address(out))
     else:
         for t in range(gate.shape[0]):
-            lib.ek_relu2_gate(gate[t].ctypes.data, up[t].ctypes.data, gate.shape[1], out[t].ctypes.data)
+            lib.ek_relu2_gate(_native.address(gate[t]), _native.address(up[t]), gate.shape[1],
+                              _native.address(out[t]))
     return out
 
 
@@ -114,8 +116,8 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
             raise KernelInputError(f"{name} has shape {table.shape}, expected {(tokens, 1, hd // 2)}",
                                    fix="pass the rope table rows of the positions being computed")
     out = np.empty(x.shape, dtype=np.float32)
-    _lib().ek_rope(x.ctypes.data, tokens, heads, hd, x.strides[0] // 4, cos.ctypes.data, sin.ctypes.data,
-                   out.ctypes.data)
+    address = _native.address
+    _lib().ek_rope(address(x), tokens, heads, hd, x.strides[0] // 4, address(cos), address(sin), address(out))
     return out
 
 
@@ -154,12 +156,13 @@ class DecodeAttention:
         if S * self.lanes > self.scratch.shape[0]:
             self.scratch = np.empty(S * self.lanes, dtype=np.float32)
         out = np.empty((1, self.heads * self.head_dim), dtype=np.float32)
-        args = (keys.ctypes.data, values.ctypes.data, kv_type, keys.strides[0] // keys.itemsize, S, self.scale,
-                out.ctypes.data, self.scratch.ctypes.data)
+        address = _native.address
+        args = (address(keys), address(values), kv_type, keys.strides[0] // keys.itemsize, S, self.scale,
+                address(out), address(self.scratch))
         if hasattr(lib, "ek_attend_decode_kv"):
-            status = lib.ek_attend_decode_kv(q.ctypes.data, self.heads, self.kv_heads, self.head_dim, *args)
+            status = lib.ek_attend_decode_kv(address(q), self.heads, self.kv_heads, self.head_dim, *args)
         else:                                                                  # older build: float32 only
-            status = lib.ek_attend_decode(q.ctypes.data, self.heads, self.kv_heads, self.head_dim, args[0], args[1],
+            status = lib.ek_attend_decode(address(q), self.heads, self.kv_heads, self.head_dim, args[0], args[1],
                                           *args[3:])
         if status != 0:
             raise KernelInputError(f"ek_attend_decode refused heads {self.heads}, kv heads {self.kv_heads}, "

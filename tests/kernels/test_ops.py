@@ -150,3 +150,15 @@ def test_attend_decode_refuses_mixed_or_unknown_kv_dtypes():
         attend(q, keys, keys.astype(np.float32))
     with pytest.raises(KernelInputError, match="keys must be float32 or float16"):
         attend(q, keys.astype(np.float64), keys.astype(np.float64))
+
+
+def test_fast_address_equals_numpys_for_every_kind_of_buffer():
+    """_native.address (buffer protocol, the engine's per-call pointer) is array.ctypes.data for writable
+    contiguous arrays and row views, and falls back to it for read-only, strided and empty arrays."""
+    from edgekit.kernels import _native
+    base = np.arange(4 * 96, dtype=np.float32).reshape(4, 96)
+    read_only = base.copy()
+    read_only.flags.writeable = False
+    for a in (base, base[2], base[1:3], base[:, 8:40], base[:, ::2], read_only, base[:0], base.astype(np.float16),
+              np.zeros((5, 3, 8), np.int8)[:, 1]):
+        assert _native.address(a) == a.ctypes.data
