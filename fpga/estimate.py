@@ -122,7 +122,7 @@ class CycleModel:
     def attention_s(self, context: int, n_tok: int) -> float:
         d = self.d
         kv_bytes = context * d.kv_position_bytes
-        return max(self.attention_macs(context, n_tok) / d.hls.attn_macs / self.f, kv_bytes / self.bw)
+        return max(self.attention_macs(context, n_tok) / d.attn_macs_per_cycle / self.f, kv_bytes / self.bw)
 
     def elementwise_s(self, n_tok: int) -> float:
         d = self.d

@@ -176,6 +176,12 @@ class Design:
         return max(1, min(self.heads // self.kv_heads, self.hls.attn_macs // self.head_dim))
 
     @property
+    def attn_macs_per_cycle(self) -> int:
+        """Attention MACs the code really issues a cycle: the head_dim loop unrolled by attn_macs, times the
+        EK_ATTN_HEADS query heads of a group scored together (attn_macs beyond what that covers are idle)."""
+        return min(self.hls.attn_macs, self.head_dim * self.attn_heads_parallel)
+
+    @property
     def max_groups(self) -> int:
         return ceil_div(max(self.dim, self.q_dim, self.hidden), self.hls.group)
 
