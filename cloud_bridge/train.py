@@ -444,6 +444,12 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
             return collect_features(stack, chunks, plan.exits, keep)
         return collect_features(stack, text_chunks(model, docs, config, tokens), plan.exits)
 
+    fit_docs: list[str] = []
+    if config.rule == "learned":    # predictors fitted on the first half of the held-out docs, calibrated on the rest
+        if len(held_docs) < 2:
+            raise GenerationError(f"the learned exit rule needs >= 2 held-out documents, the text leaves "
+                                  f"{len(held_docs)}", fix="pass a text with more documents (<|endoftext|>)")
+        fit_docs, held_docs = held_docs[: len(held_docs) // 2], held_docs[len(held_docs) // 2:]
     train = features(train_docs, config.max_tokens - held_tokens)
     held = features(held_docs, held_tokens, config.calibration_prompts_per_document)
     w_out, g_final = output_weight(stack), np.asarray(model.tensors["norm"], dtype=np.float32)
@@ -467,14 +473,9 @@ def train_exits(model: Model, text: str, config: ExitTrainConfig,
                          "prompts_per_document": config.prompts_per_document,
                          "calibration_prompts_per_document": config.calibration_prompts_per_document},
               "untrained": evaluate_heads(initial, held, config.thresholds)}
-    if config.rule == "learned":    # predictors fitted on the first half of the held-out docs, calibrated on the rest
-        if len(held_docs) < 2:
-            raise GenerationError(f"the learned exit rule needs >= 2 held-out documents, the text leaves "
-                                  f"{len(held_docs)}", fix="pass a text with more documents (<|endoftext|>)")
-        fit_docs, held_docs = held_docs[: len(held_docs) // 2], held_docs[len(held_docs) // 2:]
+    if config.rule == "learned":
         rule = fit_learned_rule(heads, features(fit_docs, held_tokens, config.calibration_prompts_per_document))
-        held = features(held_docs, held_tokens, config.calibration_prompts_per_document)
-        report.update(rule_fit_documents=len(fit_docs), heldout_documents=len(held_docs), heldout_tokens=len(held.final))
+        report["rule_fit_documents"] = len(fit_docs)
     else:
         rule = make_rule(config.rule)
     report["rule"] = rule.to_json()
