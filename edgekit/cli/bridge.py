@@ -45,8 +45,8 @@ def read_token(token_file: Optional[Path], required: bool) -> Optional[str]:
 @bridge_app.command("train-exits")
 def train_exits_cmd(model: Path = MODEL_ARG,
                     text: Path = typer.Option(..., "--text", help="UTF-8 training text (documents split at "
-                                              "<|endoftext|>); its last 20% of documents are held out to "
-                                              "calibrate the thresholds and for the report."),
+                                              "<|endoftext|>); its last documents (the --holdout share) are "
+                                              "held out to calibrate the thresholds and for the report."),
                     exits: str = typer.Option(..., "--exits", help="Exit layers, ascending, e.g. 2,4; the deepest "
                                               "is the edge/cloud split."),
                     output: Path = typer.Option(..., "--output", "-o", help="Output .edgekit (model + heads)."),
