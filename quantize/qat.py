@@ -88,6 +88,11 @@ class QATConfig(JsonConfig):
     - `awq`: before training, fold activation-aware per-channel scales (`awq.py`, calibrated on at most
       `calib_tokens` tokens of the training documents) into the teacher's norms and block linears; the
       folded teacher computes the same function, and the student starts from it (integer formats only).
+    - `teacher_tokens`: append at least this many tokens of text sampled from the float teacher itself
+      (temperature 1, BOS-prefixed sequences of at most `seq_len` tokens, ending where the teacher emits an
+      EOS/BOS, seeded by `seed`) to the training stream, as LLM-QAT's data-free distillation does (Liu et
+      al. 2023, arXiv:2305.17888): more distinct windows than the user text alone, on the teacher's own
+      distribution. 0 trains on the user text only.
     """
 
     config_name = "QAT config"
@@ -121,6 +126,7 @@ class QATConfig(JsonConfig):
     grid: str = "dynamic"
     scale_lr_ratio: float = 0.1
     awq: bool = False
+    teacher_tokens: int = 0
     version: int = QAT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -176,6 +182,7 @@ class QATConfig(JsonConfig):
                               fix="use init='float' for ternary QAT")
         check_number("calib_tokens", self.calib_tokens, integer=True, low=MIN_CALIBRATION_TOKENS)
         check_number("scale_lr_ratio", self.scale_lr_ratio, low=0)
+        check_number("teacher_tokens", self.teacher_tokens, integer=True, low=0)
         if not isinstance(self.awq, bool):
             raise ConfigError(f"QAT config field 'awq' must be true or false, got {self.awq!r}")
         if self.awq and get_format(self.format).kind != "int":
@@ -427,6 +434,8 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
     after every step.
     """
     stream = load_training_tokens(teacher, text_path, config)
+    if config.teacher_tokens:
+        stream = np.concatenate([stream, teacher_text(teacher, config.teacher_tokens, config.seq_len, config.seed)])
     if config.awq:
         teacher = fold_awq_scales(teacher, text_path, config)
     torch.manual_seed(config.seed)
@@ -447,6 +456,37 @@ def train_qat(teacher: Model, text_path: str | Path, config: QATConfig, checkpoi
             save_checkpoint(path, student, optimizer, state, config, fingerprint)
     run_steps(student, teacher_net, optimizer, stream, state, config, save, progress)
     return latent_model(teacher, student, config)
+
+
+def teacher_text(teacher: Model, tokens: int, seq_len: int, seed: int, batch: int = 256) -> np.ndarray:
+    """At least `tokens` tokens sampled from `teacher` (its float torch mirror, temperature 1, `batch` sequences
+    at a time with a KV cache, torch's generator seeded by `seed`): BOS-prefixed sequences of at most `seq_len`
+    tokens, each cut before the first EOS/BOS the teacher samples after its BOS (a story's end), as one int64
+    stream."""
+    bos = teacher.tokenizer.bos_id
+    if bos is None:
+        raise ConfigError("QAT config field 'teacher_tokens' needs a tokenizer with a BOS token to start sampling "
+                          "from", fix="set teacher_tokens=0 for this model")
+    stops = torch.tensor(sorted({bos, *teacher.tokenizer.eos_ids}))
+    net = build_torch_model(teacher, trainable=False)
+    generator = torch.Generator().manual_seed(seed)
+    pieces, total = [], 0
+    with torch.no_grad():
+        while total < tokens:
+            cache: dict = {}
+            sequence = [torch.full((batch, 1), bos, dtype=torch.int64)]
+            for _ in range(seq_len - 1):
+                probs = torch.softmax(net(sequence[-1], cache)[:, -1].double(), dim=-1)
+                sequence.append(torch.multinomial(probs, 1, generator=generator))
+            rows = torch.cat(sequence, dim=1)
+            ended = torch.isin(rows[:, 1:], stops)
+            lengths = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, torch.tensor(seq_len))
+            for row, length in zip(rows.numpy(), lengths.tolist()):
+                if total < tokens:
+                    pieces.append(row[:length])
+                    total += length
+    log.info("QAT teacher text: %d tokens in %d sampled sequences", total, len(pieces))
+    return np.concatenate(pieces).astype(np.int64)
 
 
 def fold_awq_scales(teacher: Model, text_path: str | Path, config: QATConfig) -> Model:

@@ -282,14 +282,16 @@ class TorchLlama(nn.Module):
             y = y * post_scale
         return y if bias is None else y + self.tensor(bias)
 
-    def rope(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate-half RoPE on x [B, T, heads, hd] at positions 0 .. T-1 (`reference.apply_rope`)."""
+    def rope(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Rotate-half RoPE on x [B, T, heads, hd] at positions start .. start+T-1 (`reference.apply_rope`)."""
         T, half = x.shape[1], x.shape[-1] // 2
-        cos, sin = self.rope_cos[:T, None, :], self.rope_sin[:T, None, :]   # [T, 1, hd/2]
+        cos, sin = self.rope_cos[start:start + T, None, :], self.rope_sin[start:start + T, None, :]  # [T, 1, hd/2]
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
-    def attention(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, layer: int, cache: dict | None = None) -> torch.Tensor:
+        """Causal self-attention of x [B, T, dim]; with `cache` (layer -> (keys, values) of the earlier
+        positions, extended in place) x is the one next position [B, 1, dim]."""
         c, p = self.config, f"layers.{layer}."
         B, T, _ = x.shape
         bias = c.qkv_bias
@@ -298,9 +300,16 @@ class TorchLlama(nn.Module):
         v = self.linear(x, p + "wv", p + "bv" if bias else None).view(B, T, c.n_kv_heads, c.head_dim)
         if c.qk_norm:
             q, k = self.norm(q, p + "q_norm"), self.norm(k, p + "k_norm")
-        q, k = self.rope(q), self.rope(k)
+        start = 0
+        if cache is not None:
+            start = cache[layer][0].shape[1] if layer in cache else 0
+        q, k = self.rope(q, start), self.rope(k, start)
+        if cache is not None:
+            if layer in cache:
+                k, v = torch.cat([cache[layer][0], k], dim=1), torch.cat([cache[layer][1], v], dim=1)
+            cache[layer] = (k, v)
         out = F.scaled_dot_product_attention(                               # [B, heads, T, hd], causal, GQA
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=cache is None,
             scale=1.0 / math.sqrt(c.head_dim), enable_gqa=c.n_heads != c.n_kv_heads)
         out = out.transpose(1, 2).reshape(B, T, c.q_dim)
         if c.sub_norms:
@@ -315,15 +324,18 @@ class TorchLlama(nn.Module):
             hidden = self.norm(hidden, p + "ffn_sub_norm")
         return self.linear(hidden, p + "w2")
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab] of token ids [B, T] at positions 0 .. T-1."""
+    def forward(self, tokens: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] of token ids [B, T] at positions 0 .. T-1; with a `cache` (a dict, empty at
+        the first position and kept between calls) one position at a time, tokens [B, 1], after the cached ones."""
         c = self.config
+        if cache is not None and tokens.shape[1] != 1:
+            raise ValueError(f"a cached forward takes one position at a time, got tokens of shape {tuple(tokens.shape)}")
         embeddings, scale = self.quantized("tok_embeddings")
         embeddings = embeddings if scale is None else embeddings * scale   # ternary: trits * scale
         h = F.embedding(tokens, embeddings)                                 # [B, T, dim]
         for layer in range(c.n_layers):
             p = f"layers.{layer}."
-            h = h + self.attention(h if c.linear_input_norm else self.norm(h, p + "attn_norm"), layer)
+            h = h + self.attention(h if c.linear_input_norm else self.norm(h, p + "attn_norm"), layer, cache)
             h = h + self.feed_forward(h if c.linear_input_norm else self.norm(h, p + "ffn_norm"), layer)
         h = self.norm(h, "norm")
         if c.tie_embeddings:

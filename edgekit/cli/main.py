@@ -278,6 +278,9 @@ def quantize(model: Path = MODEL_ARG,
              awq: bool = typer.Option(False, "--awq", help="QAT into an int format: fold activation-aware "
                                       "per-channel scales (AWQ) into the teacher's norms first (same float "
                                       "function)."),
+             teacher_tokens: int = typer.Option(0, "--teacher-tokens", help="QAT: add at least this many tokens "
+                                                "sampled from the float teacher (temperature 1, seeded) to the "
+                                                "--calib training text (LLM-QAT style)."),
              steps: int = typer.Option(200, "--steps", help="QAT: optimizer steps."),
              lr: float = typer.Option(1e-3, "--lr", help="QAT: peak learning rate (warm-up, then cosine)."),
              min_lr_ratio: float = typer.Option(0.1, "--min-lr-ratio", help="QAT: final learning rate over the "
@@ -304,7 +307,7 @@ def quantize(model: Path = MODEL_ARG,
                              seq_len, calib_first_document, overrides, keep_float, rotate,
                              dict(scale_search=scale_search, init=qat_init, grid=qat_grid,
                                   scale_lr_ratio=scale_lr_ratio, calib_tokens=calib_tokens, awq=awq,
-                                  min_lr_ratio=min_lr_ratio))
+                                  min_lr_ratio=min_lr_ratio, teacher_tokens=teacher_tokens))
     else:
         config = QuantizeConfig(format=fmt, method=method, group_size=group_size, embedding_format=embedding_format,
                                 output_format=output_format, overrides=overrides, keep_float=list(keep_float),

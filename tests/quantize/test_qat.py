@@ -19,7 +19,7 @@ from edgekit.quantize.evaluate import DOCUMENT_SEPARATOR, compare_models
 from edgekit.quantize.methods import pack_on_grid, quantize_absmean, quantize_rtn
 from edgekit.quantize.pipeline import quantize_model
 from edgekit.quantize.qat import (CHECKPOINT_NAME, QATConfig, export_student, learning_rate, quantize_qat,
-                                  train_qat)
+                                  teacher_text, train_qat)
 from edgekit.quantize.qat_model import build_torch_model, fake_absmax_int8, fake_on_grid, fake_quantize, fake_rtn
 from edgekit.runtime import open_backend
 
@@ -56,6 +56,36 @@ def quick_config(**overrides) -> QATConfig:
 def test_float_torch_model_matches_the_reference_forward(stories, prompt):
     diff = np.abs(torch_logits(build_torch_model(stories, trainable=False), prompt) - reference_logits(stories, prompt))
     assert diff.max() <= 1e-4
+
+
+def test_cached_one_position_forward_equals_the_full_forward(stories, prompt):
+    net = build_torch_model(stories, trainable=False)
+    tokens = torch.tensor([prompt[:40], prompt[40:80]])
+    cache: dict = {}
+    with torch.no_grad():
+        full = net(tokens)
+        stepped = torch.cat([net(tokens[:, i:i + 1], cache) for i in range(tokens.shape[1])], dim=1)
+    np.testing.assert_allclose(stepped.numpy(), full.numpy(), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="one position at a time"):
+        net(tokens, {})
+
+
+def test_teacher_text_is_seeded_bos_prefixed_stories_of_the_teacher(stories):
+    text = teacher_text(stories, 3000, 128, seed=5, batch=16)
+    assert text.dtype == np.int64 and text.size >= 3000
+    assert np.array_equal(text, teacher_text(stories, 3000, 128, seed=5, batch=16))
+    assert not np.array_equal(text[:500], teacher_text(stories, 3000, 128, seed=6, batch=16)[:500])
+    bos, stops = stories.tokenizer.bos_id, {stories.tokenizer.bos_id, *stories.tokenizer.eos_ids}
+    starts = np.flatnonzero(text == bos)
+    assert starts[0] == 0
+    pieces = np.split(text, starts[1:])
+    assert all(1 <= piece.size <= 128 and not stops & set(piece[1:].tolist()) for piece in pieces)
+    # the teacher's own samples: it finds them more likely than a shuffle of the same tokens
+    nll = lambda tokens: -np.mean([np.log(np.exp(r - r.max())[t] / np.exp(r - r.max()).sum())
+                                    for r, t in zip(reference_logits(stories, tokens[:-1]), tokens[1:])])
+    sample = pieces[0].tolist() if pieces[0].size > 20 else max(pieces, key=len).tolist()
+    shuffled = [sample[0]] + list(np.random.default_rng(0).permutation(sample[1:]))
+    assert nll(sample) < nll(shuffled) - 1.0
 
 
 def tricky_matrix(rows: int, cols: int, seed: int) -> np.ndarray:
@@ -166,7 +196,7 @@ def test_config_round_trips_and_names_bad_fields():
                                                       act_quant="int8_absmax")
     bad = {"lr": -1.0, "steps": 0, "format": "f16", "embedding_format": "q4_k", "schedule": "step",
            "ce_weight": 1.5, "beta2": 1.0, "act_quant": "int4", "version": 2, "seq_len": 2.5, "init": "rtn",
-           "calib_tokens": 10}
+           "calib_tokens": 10, "teacher_tokens": -1}
     for field, value in bad.items():
         with pytest.raises(ConfigError, match=f"'{field}'"):
             QATConfig(**{field: value})
