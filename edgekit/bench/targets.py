@@ -82,11 +82,14 @@ def _unavailable(cell: CellResult | None, name: str) -> str:
     return f"{name} {cell.status}: {cell.reason}" if cell.reason else f"{name} has no figure"
 
 
-def _explain(subject: CellResult, peer: CellResult | None, ratio: float, target: Target) -> str:
-    """Facts beside a ratio: each side's rate and how close to the roofline each decodes."""
+def _explain(subject: CellResult, peer: CellResult | None, ratio: float, target: Target, label: str,
+             length: int) -> str:
+    """Facts beside a ratio: each side's rate in the target's phase (and, for decode, how close to the roofline)."""
     def describe(cell: CellResult) -> str:
+        if target.phase != "decode":
+            return f"{cell.label} {label} {_rate(cell, target.phase, length) or 0:.1f} tok/s"
         roof = f", {cell.roofline_fraction:.0%} of its roofline" if cell.roofline_fraction is not None else ""
-        return f"{cell.label} tg {cell.decode_rate() or 0:.1f} tok/s{roof}"
+        return f"{cell.label} {label} {cell.decode_rate() or 0:.1f} tok/s{roof}"
 
     text = describe(subject) + ("" if peer is None else f"; {describe(peer)}")
     return text if ratio >= target.goal else f"below goal: {text}"
@@ -110,7 +113,7 @@ def check_one(report: BenchReport, target: Target, shape: str, threads: int, len
             return TargetCheck(target, shape, threads, label, None, _unavailable(peer, " ".join(target.peer)))
         rounds = paired_ratios(subject.round_rates(target.phase, length), peer.round_rates(target.phase, length))
         ratio = statistics.median(rounds) if rounds else mine / theirs
-    return TargetCheck(target, shape, threads, label, ratio, _explain(subject, peer, ratio, target), rounds)
+    return TargetCheck(target, shape, threads, label, ratio, _explain(subject, peer, ratio, target, label, length), rounds)
 
 
 def check_targets(report: BenchReport) -> list[TargetCheck]:

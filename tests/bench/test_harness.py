@@ -128,7 +128,9 @@ def test_targets_report_met_missed_and_not_measured(outcome):
     decode = checks[("ternary decode vs llama.cpp TQ2_0", 2)]
     assert decode.ratio == pytest.approx(3.0) and decode.status == "met" and decode.phase_label == "tg8"
     assert checks[("ternary prefill vs llama.cpp TQ2_0", 2)].status == "missed"      # 200 / 160 = 1.25 < 1.5
-    assert "below goal" in checks[("ternary prefill vs llama.cpp TQ2_0", 2)].why
+    prefill_why = checks[("ternary prefill vs llama.cpp TQ2_0", 2)].why
+    assert "below goal" in prefill_why and "pp16 200.0 tok/s" in prefill_why and "160.0" in prefill_why
+    assert "tg8 30.0 tok/s" in decode.why       # decode targets cite decode rates (and the roofline)
     assert checks[("ternary decode vs roofline", 2)].ratio == pytest.approx(0.8)
     int4 = checks[("int4 decode vs llama.cpp Q4_0", 2)]
     assert int4.status == "not measured" and "boom" in int4.why
